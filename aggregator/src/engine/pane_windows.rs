@@ -1,0 +1,225 @@
+//! `PaneWindows`: state of tumbling and sliding windows, built from panes.
+//!
+//! Role: every series keeps one accumulator per pane of `gcd(size, slide)`; a window is the
+//! merge of its `size / pane` panes, so a record is stored once however many windows overlap
+//! it (tumbling is the case pane = slide = size). Windows share boundaries across series, so
+//! firing walks an ordered pane index instead of per-series timers. Per record the window
+//! set and the missed (past-lateness) windows follow from arithmetic alone. Touches the
+//! series registry (keys, release) and the output only through `EmitCtx`.
+
+use std::collections::BTreeMap;
+
+use super::agents::AgentTable;
+use super::config::gcd;
+use super::dimension::SeriesId;
+use super::output::Window;
+use super::record::Value;
+use super::shard::{EmitCtx, Placement};
+use super::stats::{Acc, LastKey};
+use super::time::{Nanos, WATERMARK_NONE, align_down};
+
+#[derive(Debug, Default, Clone)]
+struct SeriesPanes {
+    /// (pane start, accumulator), sorted by pane start.
+    panes: Vec<(Nanos, Acc)>,
+    /// (window start, next revision) of windows fired and not yet purged.
+    fired: Vec<(Nanos, u32)>,
+}
+
+/// Tumbling/sliding window state for many series.
+#[derive(Debug, Clone)]
+pub(crate) struct PaneWindows {
+    size: Nanos,
+    slide: Nanos,
+    offset: Nanos,
+    pane: Nanos,
+    lateness: Nanos,
+    series: Vec<SeriesPanes>,
+    /// Pane start → series holding that pane.
+    index: BTreeMap<Nanos, Vec<SeriesId>>,
+    /// (series, window start) of fired windows that received records this batch.
+    dirty: Vec<(SeriesId, Nanos)>,
+    watermark: Nanos,
+    live_panes: usize,
+}
+
+impl PaneWindows {
+    pub fn new(size: Nanos, slide: Nanos, offset: Nanos, lateness: Nanos) -> PaneWindows {
+        PaneWindows {
+            size,
+            slide,
+            offset,
+            pane: gcd(size, slide),
+            lateness,
+            series: Vec::new(),
+            index: BTreeMap::new(),
+            dirty: Vec::new(),
+            watermark: WATERMARK_NONE,
+            live_panes: 0,
+        }
+    }
+
+    pub fn watermark(&self) -> Nanos {
+        self.watermark
+    }
+
+    /// Live (series, pane) accumulators.
+    pub fn state_size(&self) -> usize {
+        self.live_panes
+    }
+
+    /// Start of the latest window containing `t`; earlier windows start `slide` apart.
+    #[inline]
+    fn last_window_start(&self, t: Nanos) -> Nanos {
+        align_down(t, self.offset, self.slide)
+    }
+
+    /// How many windows contain `t`, and how many of them are past their allowed lateness.
+    #[inline]
+    pub fn placement(&self, t: Nanos) -> Placement {
+        let last = self.last_window_start(t);
+        // Windows start at last, last - slide, … while start + size > t.
+        let windows = ((last + self.size - t + self.slide - 1) / self.slide) as u32;
+        if t + self.lateness >= self.watermark {
+            return Placement { windows, missed: 0 };
+        }
+        let missed = (0..windows)
+            .filter(|&k| last - i64::from(k) * self.slide + self.size + self.lateness <= self.watermark)
+            .count() as u32;
+        Placement { windows, missed }
+    }
+
+    /// Adds an accepted record to series `s`.
+    #[inline]
+    pub fn add(&mut self, s: SeriesId, t: Nanos, value: Value, key: LastKey, agents: &AgentTable) {
+        let idx = s as usize;
+        if idx >= self.series.len() {
+            self.series.resize_with(idx + 1, SeriesPanes::default);
+        }
+        let pane_start = align_down(t, self.offset, self.pane);
+        let panes = &mut self.series[idx].panes;
+        match panes.iter().rposition(|(start, _)| *start <= pane_start) {
+            Some(pos) if panes[pos].0 == pane_start => panes[pos].1.add(value, key, agents),
+            found => {
+                let at = found.map_or(0, |p| p + 1);
+                panes.insert(at, (pane_start, Acc::new(value, key)));
+                self.index.entry(pane_start).or_default().push(s);
+                self.live_panes += 1;
+            }
+        }
+        if t < self.watermark {
+            // Some window holding t may have fired already: re-fire it as a correction.
+            let last = self.last_window_start(t);
+            let mut start = last;
+            while start + self.size > t {
+                let end = start + self.size;
+                if end <= self.watermark && end + self.lateness > self.watermark {
+                    self.dirty.push((s, start));
+                }
+                start -= self.slide;
+            }
+        }
+    }
+
+    fn window_stats(&self, s: SeriesId, start: Nanos, agents: &AgentTable) -> Option<Acc> {
+        let panes = &self.series.get(s as usize)?.panes;
+        let end = start + self.size;
+        let from = panes.partition_point(|(p, _)| *p < start);
+        let mut acc: Option<Acc> = None;
+        for (_, pane_acc) in panes[from..].iter().take_while(|(p, _)| *p < end) {
+            match acc.as_mut() {
+                Some(a) => a.merge(pane_acc, agents),
+                None => acc = Some(pane_acc.clone()),
+            }
+        }
+        acc
+    }
+
+    /// Emits (series, window) with its next revision.
+    fn fire(&mut self, s: SeriesId, start: Nanos, ctx: &mut EmitCtx<'_>) {
+        let Some(acc) = self.window_stats(s, start, ctx.agents) else { return };
+        let fired = &mut self.series[s as usize].fired;
+        let revision = match fired.iter_mut().find(|(w, _)| *w == start) {
+            Some((_, next)) => {
+                let r = *next;
+                *next += 1;
+                r
+            }
+            None => {
+                fired.push((start, 1));
+                0
+            }
+        };
+        ctx.emit(s, Window { start, end: start + self.size }, acc.to_stats(ctx.agents), revision);
+    }
+
+    /// Ends a batch and moves to watermark `wm`: emits corrections for fired windows that
+    /// received records, fires windows whose end the watermark passed, and frees state past
+    /// the allowed lateness.
+    pub fn advance(&mut self, wm: Nanos, ctx: &mut EmitCtx<'_>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        dirty.sort_unstable();
+        dirty.dedup();
+        for &(s, start) in &dirty {
+            self.fire(s, start, ctx);
+        }
+        dirty.clear();
+        self.dirty = dirty;
+
+        let old = self.watermark;
+        if wm <= old {
+            return;
+        }
+        self.watermark = wm;
+
+        // Windows ending in (old, wm] cover panes starting in (old - size, wm).
+        let mut due: Vec<(Nanos, SeriesId)> = Vec::new();
+        let lo = old.saturating_sub(self.size).saturating_add(1);
+        for (&pane_start, holders) in self.index.range(lo..wm) {
+            let mut start = self.last_window_start(pane_start);
+            while start + self.size > pane_start {
+                let end = start + self.size;
+                if end > old && end <= wm {
+                    due.extend(holders.iter().map(|&s| (start, s)));
+                }
+                start -= self.slide;
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        for (start, s) in due {
+            self.fire(s, start, ctx);
+        }
+        self.purge(wm, ctx);
+    }
+
+    /// Frees panes whose every window is past its allowed lateness.
+    fn purge(&mut self, wm: Nanos, ctx: &mut EmitCtx<'_>) {
+        let mut touched: Vec<SeriesId> = Vec::new();
+        while let Some((&pane_start, _)) = self.index.first_key_value() {
+            let last_end = self.last_window_start(pane_start) + self.size;
+            if last_end + self.lateness > wm {
+                break;
+            }
+            for s in self.index.pop_first().map(|(_, v)| v).unwrap_or_default() {
+                let sp = &mut self.series[s as usize];
+                if let Some(pos) = sp.panes.iter().position(|(p, _)| *p == pane_start) {
+                    sp.panes.remove(pos);
+                    self.live_panes -= 1;
+                }
+                touched.push(s);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for s in touched {
+            let sp = &mut self.series[s as usize];
+            let (size, lateness) = (self.size, self.lateness);
+            sp.fired.retain(|(start, _)| start + size + lateness > wm);
+            if sp.panes.is_empty() {
+                sp.fired.clear();
+                ctx.release(s);
+            }
+        }
+    }
+}

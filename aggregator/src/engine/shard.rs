@@ -1,0 +1,120 @@
+//! `WindowShard`: the window state of one shard, whatever the window kind.
+//!
+//! Role: dispatches to pane-based (tumbling, sliding) or session state, and defines the
+//! small context (`EmitCtx`) through which state emits results and releases series. A
+//! shard is driven by records of the series it owns and by the watermark it is given; it
+//! never tracks inputs itself, so an actor topology can run one per core. Touches the series
+//! registry, the agent table, the output and the counters only through `EmitCtx`.
+
+use super::agents::AgentTable;
+use super::config::WindowSpec;
+use super::counters::EngineCounters;
+use super::dimension::{SeriesId, SeriesRegistry};
+use super::output::{EngineOutput, Window, WindowResult};
+use super::pane_windows::PaneWindows;
+use super::record::Value;
+use super::session_windows::SessionWindows;
+use super::stats::{LastKey, Stats};
+use super::time::Nanos;
+
+/// Where a record falls: how many windows hold it, and how many of those are past their
+/// allowed lateness (missed). `missed == windows` means the record is dropped as late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// Windows that contain the record's event time.
+    pub windows: u32,
+    /// Of those, windows already freed (watermark ≥ end + allowed lateness).
+    pub missed: u32,
+}
+
+/// What window state needs to emit and to release series.
+pub(crate) struct EmitCtx<'a> {
+    pub registry: &'a mut SeriesRegistry,
+    pub agents: &'a AgentTable,
+    pub out: &'a mut dyn EngineOutput,
+    pub counters: &'a mut EngineCounters,
+}
+
+impl EmitCtx<'_> {
+    pub fn emit(&mut self, s: SeriesId, window: Window, stats: Stats, revision: u32) {
+        if let Some(series) = self.registry.key(s) {
+            self.counters.results += 1;
+            if revision > 0 {
+                self.counters.corrections += 1;
+            }
+            self.out.result(WindowResult { series, window, stats, revision });
+        }
+    }
+
+    pub fn retract(&mut self, s: SeriesId, window_start: Nanos) {
+        if let Some(series) = self.registry.key(s) {
+            self.counters.retractions += 1;
+            self.out.retract(series, window_start);
+        }
+    }
+
+    pub fn release(&mut self, s: SeriesId) {
+        self.registry.release(s);
+    }
+}
+
+/// Window state for the series of one shard.
+#[derive(Debug, Clone)]
+pub(crate) enum WindowShard {
+    Panes(PaneWindows),
+    Sessions(SessionWindows),
+}
+
+impl WindowShard {
+    pub fn new(spec: WindowSpec, lateness: Nanos) -> WindowShard {
+        match spec {
+            WindowSpec::Tumbling { size, offset } => WindowShard::Panes(PaneWindows::new(size, size, offset, lateness)),
+            WindowSpec::Sliding { size, slide, offset } => {
+                WindowShard::Panes(PaneWindows::new(size, slide, offset, lateness))
+            }
+            WindowSpec::Session { gap } => WindowShard::Sessions(SessionWindows::new(gap, lateness)),
+        }
+    }
+
+    /// The watermark this shard last advanced to.
+    pub fn watermark(&self) -> Nanos {
+        match self {
+            WindowShard::Panes(p) => p.watermark(),
+            WindowShard::Sessions(s) => s.watermark(),
+        }
+    }
+
+    /// Live accumulators (panes or sessions across all series).
+    pub fn state_size(&self) -> usize {
+        match self {
+            WindowShard::Panes(p) => p.state_size(),
+            WindowShard::Sessions(s) => s.state_size(),
+        }
+    }
+
+    /// Where event time `t` falls relative to the current watermark.
+    #[inline]
+    pub fn placement(&self, t: Nanos) -> Placement {
+        match self {
+            WindowShard::Panes(p) => p.placement(t),
+            WindowShard::Sessions(s) => s.placement(t),
+        }
+    }
+
+    /// Adds an accepted record to series `s`.
+    #[inline]
+    pub fn add(&mut self, s: SeriesId, t: Nanos, value: Value, key: LastKey, agents: &AgentTable) {
+        match self {
+            WindowShard::Panes(p) => p.add(s, t, value, key, agents),
+            WindowShard::Sessions(x) => x.add(s, t, value, key, agents),
+        }
+    }
+
+    /// Ends a batch: corrections, then firing and freeing up to watermark `wm`.
+    pub fn advance(&mut self, wm: Nanos, ctx: &mut EmitCtx<'_>) {
+        match self {
+            WindowShard::Panes(p) => p.advance(wm, ctx),
+            WindowShard::Sessions(s) => s.advance(wm, ctx),
+        }
+    }
+}

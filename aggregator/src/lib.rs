@@ -1,0 +1,7 @@
+//! meshmon aggregator library.
+//!
+//! Role: turns metric records into exact per-window statistics. [`engine`] is the pure
+//! event-time core (no I/O, no actors, no wall clock); the actor topology, sources and
+//! sinks that drive it are built on top of it in later modules.
+
+pub mod engine;

@@ -1,0 +1,500 @@
+//! Oracle property test of the window engine.
+//!
+//! For arbitrary streams — several inputs and agents, random disorder, records beyond the
+//! allowed lateness, idle inputs, re-sent (duplicate) batches, invalid records — a small,
+//! obviously-correct reference model replays the same steps: it recomputes the watermark from
+//! scratch, judges lateness by enumerating windows, and recomputes every window (or session)
+//! by brute force over the accepted records. After **every** step the engine's keyed results
+//! (latest per series and window start, retractions applied) must equal that recomputation
+//! for all windows the watermark has passed, and every record must be accounted for exactly
+//! once (accepted ∪ late ∪ invalid). Case count: `MESHMON_ORACLE_CASES` (default 2 000).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use meshmon_aggregator::engine::{
+    Batch, Dimension, DimensionField, DimensionSpec, EngineConfig, InvalidReason, LatestResults, Limits, Nanos, Record,
+    RecordId, SeriesKey, TagDimensions, Value, WindowEngine, WindowSpec,
+};
+use proptest::prelude::*;
+
+const T0: Nanos = 1_000;
+const MAX_FUTURE: Nanos = 30;
+
+#[derive(Debug, Clone)]
+struct GenRecord {
+    metric: u8,
+    cluster: u8,
+    node: u8,
+    tags: u8,
+    value: GenValue,
+    /// Event time relative to processing time.
+    offset: i64,
+}
+
+#[derive(Debug, Clone)]
+enum GenValue {
+    Float(i32),
+    Tenth(i32),
+    Decimal(i64),
+    Nan,
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Batch { input: u8, agent: u8, advance: u8, records: Vec<GenRecord> },
+    Resend { back: u8, advance: u8 },
+    Tick { advance: u8 },
+}
+
+#[derive(Debug, Clone)]
+struct Scenario {
+    window: WindowSpec,
+    ooo: Nanos,
+    lateness: Nanos,
+    idle: Option<Nanos>,
+    tags: TagDimensions,
+    sets: Vec<Vec<DimensionField>>,
+    steps: Vec<Step>,
+}
+
+fn window_strategy() -> impl Strategy<Value = WindowSpec> {
+    prop_oneof![
+        (1i64..12, 0i64..12).prop_map(|(size, off)| WindowSpec::Tumbling { size, offset: off % size }),
+        (1i64..5, 1i64..4, 0i64..12).prop_map(|(slide, k, off)| WindowSpec::Sliding {
+            size: slide * k,
+            slide,
+            offset: off % slide
+        }),
+        (2i64..7, 1i64..4, 0i64..12).prop_map(|(size, slide, off)| {
+            let slide = slide.min(size);
+            WindowSpec::Sliding { size, slide, offset: off % slide }
+        }),
+        (1i64..8).prop_map(|gap| WindowSpec::Session { gap }),
+    ]
+}
+
+fn record_strategy() -> impl Strategy<Value = GenRecord> {
+    let value = prop_oneof![
+        6 => (-40i32..40).prop_map(GenValue::Float),
+        2 => (-40i32..40).prop_map(GenValue::Tenth),
+        3 => (-3_000_000_000i64..3_000_000_000).prop_map(GenValue::Decimal),
+        1 => Just(GenValue::Nan),
+    ];
+    let offset = prop_oneof![
+        12 => -12i64..=2,
+        2 => -40i64..=-12,
+        1 => Just(MAX_FUTURE + 1),
+        1 => Just(i64::MAX / 2),
+    ];
+    (0u8..3, 0u8..3, 0u8..4, 0u8..8, value, offset).prop_map(|(metric, cluster, node, tags, value, offset)| GenRecord {
+        metric,
+        cluster,
+        node,
+        tags,
+        value,
+        offset,
+    })
+}
+
+fn step_strategy() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0u8..3, 0u8..3, 0u8..4, prop::collection::vec(record_strategy(), 0..7))
+            .prop_map(|(input, agent, advance, records)| Step::Batch { input, agent, advance, records }),
+        1 => (0u8..6, 0u8..3).prop_map(|(back, advance)| Step::Resend { back, advance }),
+        2 => (0u8..12).prop_map(|advance| Step::Tick { advance }),
+    ]
+}
+
+fn scenario_strategy() -> impl Strategy<Value = Scenario> {
+    let tags = prop_oneof![
+        Just(TagDimensions::All),
+        Just(TagDimensions::None),
+        Just(TagDimensions::Only(vec!["env".into()])),
+    ];
+    let sets = prop_oneof![
+        Just(vec![]),
+        Just(vec![vec![DimensionField::Cluster, DimensionField::Tag("region".into())]]),
+        Just(vec![vec![DimensionField::Node], vec![DimensionField::Tag("env".into()), DimensionField::Cluster]]),
+    ];
+    (
+        window_strategy(),
+        0i64..6,
+        0i64..10,
+        prop::option::of(3i64..20),
+        tags,
+        sets,
+        prop::collection::vec(step_strategy(), 1..50),
+    )
+        .prop_map(|(window, ooo, lateness, idle, tags, sets, steps)| Scenario {
+            window,
+            ooo,
+            lateness,
+            idle,
+            tags,
+            sets,
+            steps,
+        })
+}
+
+fn make_record(g: &GenRecord, now: Nanos) -> Record {
+    let value = match g.value {
+        GenValue::Float(v) => Value::Float(f64::from(v) * 0.5),
+        GenValue::Tenth(v) => Value::Float(f64::from(v) * 0.1),
+        GenValue::Decimal(n) => Value::Decimal(i128::from(n)),
+        GenValue::Nan => Value::Float(f64::NAN),
+    };
+    let mut tags = Vec::new();
+    if g.tags & 1 != 0 {
+        tags.push(("env".to_string(), if g.node.is_multiple_of(2) { "prod" } else { "dev" }.to_string()));
+    }
+    if g.tags & 2 != 0 {
+        tags.push(("region".to_string(), format!("r{}", g.cluster % 2)));
+    }
+    if g.tags & 4 != 0 {
+        tags.push(("rack".to_string(), format!("k{}", g.node)));
+    }
+    Record {
+        metric: if g.metric == 2 { String::new() } else { format!("m{}", g.metric) },
+        value,
+        time: now.saturating_add(g.offset),
+        cluster: ["c0", "c1", ""][g.cluster as usize].to_string(),
+        node: format!("n{}", g.node),
+        tags,
+    }
+}
+
+// ---------------------------------------------------------------- the reference model
+
+/// An accepted record, with the windows it missed (window starts), as the model judged it.
+#[derive(Debug, Clone)]
+struct Accepted {
+    id: RecordId,
+    record: Record,
+    missed: BTreeSet<Nanos>,
+}
+
+#[derive(Debug)]
+struct Model {
+    sc: Scenario,
+    now: Nanos,
+    wm: Nanos,
+    inputs: BTreeMap<String, (Option<Nanos>, Nanos)>,
+    delivered: BTreeSet<(String, u64)>,
+    accepted: Vec<Accepted>,
+    late: BTreeSet<RecordId>,
+    partial: BTreeSet<RecordId>,
+    invalid: BTreeMap<RecordId, InvalidReason>,
+}
+
+impl Model {
+    fn model_invalid(&self, r: &Record) -> Option<InvalidReason> {
+        if let Value::Float(v) = r.value
+            && v.is_nan()
+        {
+            return Some(InvalidReason::NonFiniteValue);
+        }
+        if r.metric.is_empty() {
+            return Some(InvalidReason::EmptyMetric);
+        }
+        if r.time > (1 << 62) {
+            return Some(InvalidReason::AbsurdTime);
+        }
+        if r.time > self.now + MAX_FUTURE {
+            return Some(InvalidReason::FutureTime);
+        }
+        None
+    }
+
+    /// All windows (start, end) holding t, by enumeration.
+    fn windows_of(&self, t: Nanos) -> Vec<(Nanos, Nanos)> {
+        let (size, slide, offset) = match self.sc.window {
+            WindowSpec::Tumbling { size, offset } => (size, size, offset),
+            WindowSpec::Sliding { size, slide, offset } => (size, slide, offset),
+            WindowSpec::Session { .. } => unreachable!(),
+        };
+        let k0 = (t - offset).div_euclid(slide);
+        (k0 - size / slide - 2..=k0 + 1)
+            .map(|k| (offset + k * slide, offset + k * slide + size))
+            .filter(|&(s, e)| s <= t && t < e)
+            .collect()
+    }
+
+    fn recompute_watermark(&mut self) {
+        let wms: Vec<(Nanos, bool)> = self
+            .inputs
+            .values()
+            .filter_map(|&(max, last)| {
+                let idle = self.sc.idle.is_some_and(|i| self.now - last > i);
+                max.map(|m| (m - self.sc.ooo, idle))
+            })
+            .collect();
+        let active = wms.iter().filter(|(_, idle)| !idle).map(|(w, _)| *w).min();
+        let all = wms.iter().map(|(w, _)| *w).max();
+        if let Some(c) = active.or(all) {
+            self.wm = self.wm.max(c);
+        }
+    }
+
+    fn batch(&mut self, input: &str, agent: &str, seq: u64, records: &[Record], now: Nanos) {
+        self.now = self.now.max(now);
+        if !self.delivered.insert((agent.to_string(), seq)) {
+            return;
+        }
+        let mut max_event: Option<Nanos> = None;
+        for (i, r) in records.iter().enumerate() {
+            let id = RecordId { agent: agent.into(), sequence: seq, index: i as u32 };
+            if let Some(reason) = self.model_invalid(r) {
+                self.invalid.insert(id, reason);
+                continue;
+            }
+            max_event = Some(max_event.map_or(r.time, |m: Nanos| m.max(r.time)));
+            let (missed, total): (BTreeSet<Nanos>, usize) = match self.sc.window {
+                WindowSpec::Session { gap } => {
+                    let late = r.time + gap + self.sc.lateness <= self.wm;
+                    (if late { BTreeSet::from([r.time]) } else { BTreeSet::new() }, 1)
+                }
+                _ => {
+                    let ws = self.windows_of(r.time);
+                    let missed = ws.iter().filter(|(_, e)| e + self.sc.lateness <= self.wm).map(|(s, _)| *s).collect();
+                    (missed, ws.len())
+                }
+            };
+            if missed.len() == total {
+                self.late.insert(id);
+                continue;
+            }
+            if !missed.is_empty() {
+                self.partial.insert(id.clone());
+            }
+            self.accepted.push(Accepted { id, record: r.clone(), missed });
+        }
+        let entry = self.inputs.entry(input.to_string()).or_insert((None, now));
+        entry.1 = entry.1.max(self.now);
+        if let Some(m) = max_event {
+            entry.0 = Some(entry.0.map_or(m, |x| x.max(m)));
+        }
+        self.recompute_watermark();
+    }
+
+    fn tick(&mut self, now: Nanos) {
+        self.now = self.now.max(now);
+        self.recompute_watermark();
+    }
+
+    fn series_of(&self, r: &Record) -> Vec<SeriesKey> {
+        let metric: Arc<str> = r.metric.as_str().into();
+        let mut dims = vec![Dimension::Fleet];
+        if !r.cluster.is_empty() {
+            dims.push(Dimension::Cluster(r.cluster.as_str().into()));
+        }
+        dims.push(Dimension::Node(r.node.as_str().into()));
+        for (k, v) in &r.tags {
+            let on = match &self.sc.tags {
+                TagDimensions::All => true,
+                TagDimensions::None => false,
+                TagDimensions::Only(keys) => keys.contains(k),
+            };
+            if on {
+                dims.push(Dimension::Tag { key: k.as_str().into(), value: v.as_str().into() });
+            }
+        }
+        'sets: for set in &self.sc.sets {
+            let mut pairs: Vec<(Arc<str>, Arc<str>)> = Vec::new();
+            for f in set {
+                let v = match f {
+                    DimensionField::Cluster => r.cluster.clone(),
+                    DimensionField::Node => r.node.clone(),
+                    DimensionField::Tag(k) => match r.tags.iter().find(|(tk, _)| tk == k) {
+                        Some((_, v)) => v.clone(),
+                        None => continue 'sets,
+                    },
+                };
+                if v.is_empty() {
+                    continue 'sets;
+                }
+                pairs.push((f.to_string().into(), v.into()));
+            }
+            dims.push(Dimension::Set(pairs.into()));
+        }
+        dims.into_iter().map(|dimension| SeriesKey { metric: metric.clone(), dimension }).collect()
+    }
+
+    /// Every window the watermark has passed, recomputed from the accepted records.
+    fn expected(&self) -> BTreeMap<(SeriesKey, Nanos), (Nanos, Vec<&Accepted>)> {
+        let mut groups: BTreeMap<(SeriesKey, Nanos), (Nanos, Vec<&Accepted>)> = BTreeMap::new();
+        match self.sc.window {
+            WindowSpec::Session { gap } => {
+                let mut by_series: BTreeMap<SeriesKey, Vec<&Accepted>> = BTreeMap::new();
+                for a in &self.accepted {
+                    for k in self.series_of(&a.record) {
+                        by_series.entry(k).or_default().push(a);
+                    }
+                }
+                for (k, mut recs) in by_series {
+                    recs.sort_by_key(|a| a.record.time);
+                    let mut session: Vec<&Accepted> = Vec::new();
+                    for a in recs {
+                        if let Some(prev) = session.last()
+                            && a.record.time - prev.record.time >= gap
+                        {
+                            let (start, end) = (session[0].record.time, prev.record.time + gap);
+                            groups.insert((k.clone(), start), (end, std::mem::take(&mut session)));
+                        }
+                        session.push(a);
+                    }
+                    if let Some(last) = session.last() {
+                        let (start, end) = (session[0].record.time, last.record.time + gap);
+                        groups.insert((k.clone(), start), (end, session));
+                    }
+                }
+            }
+            _ => {
+                for a in &self.accepted {
+                    for (start, end) in self.windows_of(a.record.time) {
+                        if a.missed.contains(&start) {
+                            continue;
+                        }
+                        for k in self.series_of(&a.record) {
+                            groups.entry((k, start)).or_insert_with(|| (end, Vec::new())).1.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        groups.retain(|_, (end, _)| *end <= self.wm);
+        groups
+    }
+}
+
+fn check_stats(key: &(SeriesKey, Nanos), got: &meshmon_aggregator::engine::Stats, recs: &[&Accepted]) {
+    assert_eq!(got.count, recs.len() as u64, "count of {key:?}");
+    let floats: Vec<f64> =
+        recs.iter().filter_map(|a| if let Value::Float(v) = a.record.value { Some(v) } else { None }).collect();
+    let decimals: i128 =
+        recs.iter().filter_map(|a| if let Value::Decimal(n) = a.record.value { Some(n) } else { None }).sum();
+    assert_eq!(got.float_count, floats.len() as u64, "float count of {key:?}");
+    assert_eq!(got.decimal_sum, decimals, "exact decimal sum of {key:?}");
+    let fsum: f64 = floats.iter().sum();
+    let scale: f64 = floats.iter().map(|v| v.abs()).sum::<f64>() + 1.0;
+    assert!((got.float_sum - fsum).abs() <= 1e-12 * scale, "float sum of {key:?}: {} vs {fsum}", got.float_sum);
+    let min = recs.iter().map(|a| a.record.value).min_by(|a, b| a.total_cmp(*b)).unwrap();
+    let max = recs.iter().map(|a| a.record.value).max_by(|a, b| a.total_cmp(*b)).unwrap();
+    assert!(got.min.total_cmp(min).is_eq(), "min of {key:?}: {:?} vs {min:?}", got.min);
+    assert!(got.max.total_cmp(max).is_eq(), "max of {key:?}: {:?} vs {max:?}", got.max);
+    let last = recs.iter().max_by(|a, b| (a.record.time, &a.id).cmp(&(b.record.time, &b.id))).unwrap();
+    assert_eq!((got.last_time, &got.last_id), (last.record.time, &last.id), "last of {key:?}");
+    assert!(got.last.total_cmp(last.record.value).is_eq(), "last value of {key:?}");
+}
+
+fn run(sc: Scenario) {
+    let config = EngineConfig {
+        window: sc.window,
+        out_of_orderness: sc.ooo,
+        allowed_lateness: sc.lateness,
+        idle_timeout: sc.idle,
+        dimensions: DimensionSpec {
+            fleet: true,
+            cluster: true,
+            node: true,
+            tags: sc.tags.clone(),
+            sets: sc.sets.clone(),
+        },
+        limits: Limits { max_future: Some(MAX_FUTURE), max_past: None, ..Limits::default() },
+    };
+    let mut engine = WindowEngine::new(config).unwrap();
+    let mut model = Model {
+        sc: sc.clone(),
+        now: T0,
+        wm: Nanos::MIN,
+        inputs: BTreeMap::new(),
+        delivered: BTreeSet::new(),
+        accepted: Vec::new(),
+        late: BTreeSet::new(),
+        partial: BTreeSet::new(),
+        invalid: BTreeMap::new(),
+    };
+    let mut out = LatestResults::default();
+    let mut now = T0;
+    let mut seqs = [0u64; 3];
+    let mut sent: Vec<(String, String, u64, Vec<Record>)> = Vec::new();
+    let mut records_in = 0u64;
+    for (n, step) in sc.steps.iter().enumerate() {
+        match step {
+            Step::Batch { input, agent, advance, records } => {
+                now += i64::from(*advance);
+                seqs[*agent as usize] += 1;
+                let recs: Vec<Record> = records.iter().map(|g| make_record(g, now)).collect();
+                let (input, agent) = (format!("p{input}"), format!("a{agent}"));
+                let seq = seqs[agent.as_bytes()[1] as usize - b'0' as usize];
+                engine.process_batch(&input, &Batch { agent: &agent, sequence: seq, records: &recs }, now, &mut out);
+                model.batch(&input, &agent, seq, &recs, now);
+                records_in += recs.len() as u64;
+                sent.push((input, agent, seq, recs));
+            }
+            Step::Resend { back, advance } => {
+                now += i64::from(*advance);
+                if let Some((input, agent, seq, recs)) = sent.iter().rev().nth(*back as usize).cloned() {
+                    let o = engine.process_batch(
+                        &input,
+                        &Batch { agent: &agent, sequence: seq, records: &recs },
+                        now,
+                        &mut out,
+                    );
+                    assert!(o.duplicate, "re-sent batch must be recognised");
+                    model.batch(&input, &agent, seq, &recs, now);
+                }
+            }
+            Step::Tick { advance } => {
+                now += i64::from(*advance);
+                engine.handle_tick(now, &mut out);
+                model.tick(now);
+            }
+        }
+        assert_eq!(engine.watermark(), model.wm, "watermark after step {n}");
+        compare(&model, &out, n);
+    }
+    engine.finish(&mut out);
+    model.wm = Nanos::MAX;
+    compare(&model, &out, usize::MAX);
+
+    // Accounting: every record of a first delivery is accepted, late or invalid — once.
+    let c = engine.counters();
+    assert_eq!(c.records_in, records_in);
+    assert!(c.balanced(), "{c:?}");
+    assert_eq!(c.accepted as usize, model.accepted.len());
+    let late: BTreeSet<RecordId> = out.late.iter().filter(|l| l.2 == l.3).map(|l| l.0.clone()).collect();
+    let partial: BTreeSet<RecordId> = out.late.iter().filter(|l| l.2 < l.3).map(|l| l.0.clone()).collect();
+    assert_eq!(late, model.late, "late output");
+    assert_eq!(partial, model.partial, "partially late output");
+    let invalid: BTreeMap<RecordId, InvalidReason> = out.invalid.iter().map(|i| (i.0.clone(), i.2)).collect();
+    assert_eq!(invalid, model.invalid, "invalid output");
+    assert_eq!(engine.state_size(), 0, "all state freed after finish");
+    assert_eq!(engine.series_count(), 0, "all series released after finish");
+}
+
+fn compare(model: &Model, out: &LatestResults, step: usize) {
+    let expected = model.expected();
+    let got: Vec<_> = out.results.keys().collect();
+    let want: Vec<_> = expected.keys().collect();
+    assert_eq!(got, want, "result keys after step {step} (watermark {})", model.wm);
+    for (key, (end, recs)) in &expected {
+        let stored = &out.results[key];
+        assert_eq!(stored.window.end, *end, "window end of {key:?}");
+        check_stats(key, &stored.stats, recs);
+    }
+}
+
+fn cases() -> u32 {
+    std::env::var("MESHMON_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 20_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_equals_batch_recomputation(sc in scenario_strategy()) {
+        run(sc);
+    }
+}
