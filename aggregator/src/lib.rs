@@ -5,3 +5,4 @@
 //! sinks that drive it are built on top of it in later modules.
 
 pub mod engine;
+pub mod synthetic;

@@ -31,6 +31,10 @@ struct GenRecord {
     value: GenValue,
     /// Event time relative to processing time.
     offset: i64,
+    /// Copy cluster, node and tags from the previous record of the batch (as agents do).
+    same_context: bool,
+    /// Carry a tag whose value holds a newline (an invalid context).
+    bad_tag: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -54,6 +58,7 @@ struct Scenario {
     ooo: Nanos,
     lateness: Nanos,
     idle: Option<Nanos>,
+    series_ttl: Nanos,
     tags: TagDimensions,
     sets: Vec<Vec<DimensionField>>,
     steps: Vec<Step>,
@@ -88,14 +93,18 @@ fn record_strategy() -> impl Strategy<Value = GenRecord> {
         1 => Just(MAX_FUTURE + 1),
         1 => Just(i64::MAX / 2),
     ];
-    (0u8..3, 0u8..3, 0u8..4, 0u8..8, value, offset).prop_map(|(metric, cluster, node, tags, value, offset)| GenRecord {
-        metric,
-        cluster,
-        node,
-        tags,
-        value,
-        offset,
-    })
+    (0u8..3, 0u8..3, 0u8..4, 0u8..8, value, offset, prop::bool::weighted(0.6), prop::bool::weighted(0.03)).prop_map(
+        |(metric, cluster, node, tags, value, offset, same_context, bad_tag)| GenRecord {
+            metric,
+            cluster,
+            node,
+            tags,
+            value,
+            offset,
+            same_context,
+            bad_tag,
+        },
+    )
 }
 
 fn step_strategy() -> impl Strategy<Value = Step> {
@@ -122,16 +131,17 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
         window_strategy(),
         0i64..6,
         0i64..10,
-        prop::option::of(3i64..20),
+        (prop::option::of(3i64..20), prop_oneof![Just(0i64), 1i64..30]),
         tags,
         sets,
         prop::collection::vec(step_strategy(), 1..50),
     )
-        .prop_map(|(window, ooo, lateness, idle, tags, sets, steps)| Scenario {
+        .prop_map(|(window, ooo, lateness, (idle, series_ttl), tags, sets, steps)| Scenario {
             window,
             ooo,
             lateness,
             idle,
+            series_ttl,
             tags,
             sets,
             steps,
@@ -154,6 +164,9 @@ fn make_record(g: &GenRecord, now: Nanos) -> Record {
     }
     if g.tags & 4 != 0 {
         tags.push(("rack".to_string(), format!("k{}", g.node)));
+    }
+    if g.bad_tag {
+        tags.push(("note".to_string(), "two\nlines".to_string()));
     }
     Record {
         metric: if g.metric == 2 { String::new() } else { format!("m{}", g.metric) },
@@ -190,6 +203,9 @@ struct Model {
 
 impl Model {
     fn model_invalid(&self, r: &Record) -> Option<InvalidReason> {
+        if r.tags.iter().any(|(k, v)| k.contains('\n') || v.contains('\n')) {
+            return Some(InvalidReason::ControlCharacter);
+        }
         if let Value::Float(v) = r.value
             && v.is_nan()
         {
@@ -394,6 +410,7 @@ fn run(sc: Scenario) {
         out_of_orderness: sc.ooo,
         allowed_lateness: sc.lateness,
         idle_timeout: sc.idle,
+        series_ttl: sc.series_ttl,
         dimensions: DimensionSpec {
             fleet: true,
             cluster: true,
@@ -425,7 +442,14 @@ fn run(sc: Scenario) {
             Step::Batch { input, agent, advance, records } => {
                 now += i64::from(*advance);
                 seqs[*agent as usize] += 1;
-                let recs: Vec<Record> = records.iter().map(|g| make_record(g, now)).collect();
+                let mut recs: Vec<Record> = Vec::new();
+                for g in records {
+                    let mut r = make_record(g, now);
+                    if let Some(prev) = recs.last().filter(|_| g.same_context) {
+                        (r.cluster, r.node, r.tags) = (prev.cluster.clone(), prev.node.clone(), prev.tags.clone());
+                    }
+                    recs.push(r);
+                }
                 let (input, agent) = (format!("p{input}"), format!("a{agent}"));
                 let seq = seqs[agent.as_bytes()[1] as usize - b'0' as usize];
                 engine.process_batch(&input, &Batch { agent: &agent, sequence: seq, records: &recs }, now, &mut out);

@@ -259,6 +259,10 @@ pub struct EngineConfig {
     /// An input silent for longer than this (processing time) stops holding the watermark
     /// back (`None`: inputs never go idle).
     pub idle_timeout: Option<Nanos>,
+    /// A series whose window state is all freed stays registered this long (event time)
+    /// before it is released, so series that report less often than windows close are not
+    /// re-created every window. Released series no longer count against `max_series`.
+    pub series_ttl: Nanos,
     /// The dimensions every record counts under.
     pub dimensions: DimensionSpec,
     /// Input bounds.
@@ -272,6 +276,7 @@ impl Default for EngineConfig {
             out_of_orderness: 5 * NANOS_PER_SEC,
             allowed_lateness: 60 * NANOS_PER_SEC,
             idle_timeout: Some(30 * NANOS_PER_SEC),
+            series_ttl: 600 * NANOS_PER_SEC,
             dimensions: DimensionSpec::default(),
             limits: Limits::default(),
         }
@@ -287,6 +292,7 @@ impl EngineConfig {
         };
         non_negative("out-of-orderness", self.out_of_orderness)?;
         non_negative("allowed lateness", self.allowed_lateness)?;
+        non_negative("series ttl", self.series_ttl)?;
         if let Some(t) = self.idle_timeout {
             non_negative("idle timeout", t)?;
         }

@@ -129,12 +129,19 @@ const KIND_NODE: u64 = 2;
 const KIND_TAG: u64 = 3;
 const KIND_SET: u64 = 4;
 
-/// `metric id << 64 | kind << 60 | a << 30 | b`: a series as one integer.
+/// `kind << 60 | a << 30 | b`: a dimension value (without its metric) as one integer.
+type DimCode = u64;
+/// `metric id << 64 | DimCode`: a series as one integer.
 type SeriesCode = u128;
 
 #[inline]
-fn code(metric: u32, kind: u64, a: u32, b: u32) -> SeriesCode {
-    (u128::from(metric) << 64) | u128::from((kind << 60) | (u64::from(a) << ID_BITS) | u64::from(b))
+fn dim_code(kind: u64, a: u32, b: u32) -> DimCode {
+    (kind << 60) | (u64::from(a) << ID_BITS) | u64::from(b)
+}
+
+#[inline]
+fn code(metric: u32, dim: DimCode) -> SeriesCode {
+    (u128::from(metric) << 64) | u128::from(dim)
 }
 
 /// Interned strings: text ↔ dense id.
@@ -227,22 +234,19 @@ struct CompiledSpec {
 }
 
 impl CompiledSpec {
-    /// Writes the series codes of `rec` to `out`; `None` marks a series whose parts are not
-    /// all known to `ids` (only possible for a [`Lookup`]), i.e. a series that is new.
-    fn codes<I: IdSource>(&self, ids: &mut I, rec: &Record, out: &mut Vec<Option<SeriesCode>>) {
+    /// Writes the dimension values of `rec` — everything but the metric, so the same for all
+    /// records of one context — to `out`; `None` marks a value whose strings are not all
+    /// known to `ids` (only possible for a [`Lookup`]), i.e. one whose series is new.
+    fn dimensions<I: IdSource>(&self, ids: &mut I, rec: &Record, out: &mut Vec<Option<DimCode>>) {
         out.clear();
-        let Some(metric) = ids.str_id(&rec.metric) else {
-            out.push(None);
-            return;
-        };
         if self.fleet {
-            out.push(Some(code(metric, KIND_FLEET, 0, 0)));
+            out.push(Some(dim_code(KIND_FLEET, 0, 0)));
         }
         if self.cluster && !rec.cluster.is_empty() {
-            out.push(ids.str_id(&rec.cluster).map(|c| code(metric, KIND_CLUSTER, c, 0)));
+            out.push(ids.str_id(&rec.cluster).map(|c| dim_code(KIND_CLUSTER, c, 0)));
         }
         if self.node && !rec.node.is_empty() {
-            out.push(ids.str_id(&rec.node).map(|n| code(metric, KIND_NODE, n, 0)));
+            out.push(ids.str_id(&rec.node).map(|n| dim_code(KIND_NODE, n, 0)));
         }
         for (k, v) in &rec.tags {
             let wanted = match &self.tags {
@@ -252,7 +256,7 @@ impl CompiledSpec {
             };
             if wanted {
                 let pair = ids.str_id(k).zip(ids.str_id(v));
-                out.push(pair.map(|(k, v)| code(metric, KIND_TAG, k, v)));
+                out.push(pair.map(|(k, v)| dim_code(KIND_TAG, k, v)));
             }
         }
         let mut tuple: Vec<u32> = Vec::new();
@@ -277,7 +281,7 @@ impl CompiledSpec {
                 }
             }
             let id = if known { ids.tuple_id(&tuple) } else { None };
-            out.push(id.map(|t| code(metric, KIND_SET, set_idx as u32, t)));
+            out.push(id.map(|t| dim_code(KIND_SET, set_idx as u32, t)));
         }
     }
 }
@@ -298,8 +302,16 @@ pub struct SeriesRegistry {
     entries: Vec<Option<SeriesEntry>>,
     free: Vec<SeriesId>,
     max_series: usize,
-    scratch: Vec<Option<SeriesCode>>,
+    /// Dimension values of the current record context (valid while `context_dims_valid`).
+    context_dims: Vec<Option<DimCode>>,
+    context_dims_valid: bool,
+    /// (metric id, range in `context_ids`) for the current record context.
+    context_cache: Vec<(u32, u32, u32)>,
+    context_ids: Vec<SeriesId>,
 }
+
+/// Metrics remembered per record context by [`SeriesRegistry::resolve`].
+const CONTEXT_CACHE_METRICS: usize = 64;
 
 impl SeriesRegistry {
     /// A registry for `spec`, holding at most `max_series` live series.
@@ -321,56 +333,99 @@ impl SeriesRegistry {
             entries: Vec::new(),
             free: Vec::new(),
             max_series,
-            scratch: Vec::new(),
+            context_dims: Vec::new(),
+            context_dims_valid: false,
+            context_cache: Vec::new(),
+            context_ids: Vec::new(),
         }
     }
 
     /// Fills `out` with the series `rec` counts under, creating missing ones — all of them,
     /// or none if that would pass the live-series limit.
-    pub fn resolve(&mut self, rec: &Record, out: &mut Vec<SeriesId>) -> Result<(), CardinalityExceeded> {
+    ///
+    /// `same_context` is a promise from the caller: `rec` has the cluster, node and tags of
+    /// the record of the previous successful call, and no series was released since. Then
+    /// only the metric is looked up and the series come from a small per-context cache.
+    pub fn resolve(
+        &mut self,
+        rec: &Record,
+        same_context: bool,
+        out: &mut Vec<SeriesId>,
+    ) -> Result<(), CardinalityExceeded> {
+        if !same_context {
+            self.context_cache.clear();
+            self.context_ids.clear();
+            self.context_dims_valid = false;
+        }
+        let metric = self.strings.ids.get(rec.metric.as_str()).copied();
+        if let Some(m) = metric
+            && let Some(&(_, from, to)) = self.context_cache.iter().find(|(id, _, _)| *id == m)
+        {
+            out.clear();
+            out.extend_from_slice(&self.context_ids[from as usize..to as usize]);
+            return Ok(());
+        }
+        if !self.context_dims_valid {
+            self.spec.dimensions(&mut Lookup(&self.strings, &self.tuples), rec, &mut self.context_dims);
+            self.context_dims_valid = true;
+        }
         out.clear();
-        let mut codes = std::mem::take(&mut self.scratch);
-        self.spec.codes(&mut Lookup(&self.strings, &self.tuples), rec, &mut codes);
         let mut missing = 0usize;
-        for c in &codes {
-            match c.and_then(|c| self.by_code.get(&c)) {
+        for dim in &self.context_dims {
+            match metric.zip(*dim).and_then(|(m, d)| self.by_code.get(&code(m, d))) {
                 Some(&id) => out.push(id),
                 None => missing += 1,
             }
         }
-        if missing > 0 {
-            out.clear();
-            let result = self.create(rec, missing, &mut codes, out);
-            self.scratch = codes;
-            return result;
+        let m = match metric {
+            Some(m) if missing == 0 => m,
+            _ => {
+                out.clear();
+                self.create(rec, missing.max(1), out)?
+            }
+        };
+        if self.context_cache.len() < CONTEXT_CACHE_METRICS {
+            let from = self.context_ids.len() as u32;
+            self.context_ids.extend_from_slice(out);
+            self.context_cache.push((m, from, self.context_ids.len() as u32));
         }
-        self.scratch = codes;
         Ok(())
     }
 
+    /// Creates the missing series of `rec` (all or none) and fills `out`; returns the metric id.
     #[cold]
-    fn create(
-        &mut self,
-        rec: &Record,
-        missing: usize,
-        codes: &mut Vec<Option<SeriesCode>>,
-        out: &mut Vec<SeriesId>,
-    ) -> Result<(), CardinalityExceeded> {
-        if self.len() + missing > self.max_series {
+    fn create(&mut self, rec: &Record, missing: usize, out: &mut Vec<SeriesId>) -> Result<u32, CardinalityExceeded> {
+        let new_strings = 3 + 2 * rec.tags.len();
+        if self.len() + missing > self.max_series
+            || self.strings.names.len() + new_strings > MAX_IDS
+            || self.tuples.tuples.len() + self.spec.sets.len() > MAX_IDS
+        {
             return Err(CardinalityExceeded);
         }
-        self.spec.codes(&mut Intern(&mut self.strings, &mut self.tuples), rec, codes);
-        for c in codes.iter() {
-            let Some(c) = *c else {
-                return Err(CardinalityExceeded); // the string interner itself is full
+        // Interning changes what is known: recompute the context's values from here on.
+        self.context_dims_valid = false;
+        let metric = self.strings.intern(&rec.metric).ok_or(CardinalityExceeded)?;
+        self.spec.dimensions(&mut Intern(&mut self.strings, &mut self.tuples), rec, &mut self.context_dims);
+        let dims = std::mem::take(&mut self.context_dims);
+        let mut result = Ok(metric);
+        for dim in &dims {
+            let Some(d) = *dim else {
+                result = Err(CardinalityExceeded); // unreachable: capacity checked above
+                break;
             };
+            let c = code(metric, d);
             let id = match self.by_code.get(&c) {
                 Some(&id) => id,
                 None => self.insert(c),
             };
             out.push(id);
         }
-        Ok(())
+        self.context_dims = dims;
+        self.context_dims_valid = result.is_ok();
+        if result.is_err() {
+            out.clear();
+        }
+        result
     }
 
     fn insert(&mut self, code: SeriesCode) -> SeriesId {
@@ -410,6 +465,8 @@ impl SeriesRegistry {
 
     /// Forgets a series whose window state is gone; its id may be reused.
     pub fn release(&mut self, id: SeriesId) {
+        self.context_cache.clear();
+        self.context_ids.clear();
         if let Some(entry) = self.entries.get_mut(id as usize).and_then(Option::take) {
             self.by_code.remove(&entry.code);
             self.free.push(id);
@@ -455,7 +512,7 @@ mod tests {
 
     fn keys(reg: &mut SeriesRegistry, r: &Record) -> Vec<String> {
         let mut ids = Vec::new();
-        reg.resolve(r, &mut ids).unwrap_or_else(|_| panic!("limit"));
+        reg.resolve(r, false, &mut ids).unwrap_or_else(|_| panic!("limit"));
         ids.iter().filter_map(|&i| reg.key(i)).map(ToString::to_string).collect()
     }
 
@@ -487,15 +544,15 @@ mod tests {
     fn limit_is_all_or_nothing_and_released_ids_are_reused() {
         let mut reg = SeriesRegistry::new(&DimensionSpec::default(), 4);
         let mut ids = Vec::new();
-        assert!(reg.resolve(&rec("c", "n", &[]), &mut ids).is_ok()); // 3 series
+        assert!(reg.resolve(&rec("c", "n", &[]), false, &mut ids).is_ok()); // 3 series
         assert_eq!(reg.len(), 3);
-        assert_eq!(reg.resolve(&rec("c", "n2", &[("k", "v")]), &mut ids), Err(CardinalityExceeded));
+        assert_eq!(reg.resolve(&rec("c", "n2", &[("k", "v")]), false, &mut ids), Err(CardinalityExceeded));
         assert_eq!(reg.len(), 3, "a refused record creates nothing");
-        assert!(reg.resolve(&rec("c", "n", &[]), &mut ids).is_ok(), "known series still resolve");
+        assert!(reg.resolve(&rec("c", "n", &[]), false, &mut ids).is_ok(), "known series still resolve");
         let node_series = ids[2];
         reg.release(node_series);
         assert_eq!(reg.len(), 2);
-        assert!(reg.resolve(&rec("c", "n3", &[]), &mut ids).is_ok());
+        assert!(reg.resolve(&rec("c", "n3", &[]), false, &mut ids).is_ok());
         assert_eq!(ids[2], node_series, "freed id reused");
         assert_eq!(reg.key(ids[2]).map(ToString::to_string).as_deref(), Some("m{node=n3}"));
     }

@@ -83,7 +83,7 @@ impl WindowEngine {
             dedup: BatchDeduper::new(DEDUP_MAX_PENDING),
             registry: SeriesRegistry::new(&config.dimensions, config.limits.max_series),
             agents: AgentTable::default(),
-            shard: WindowShard::new(config.window, config.allowed_lateness),
+            shard: WindowShard::new(config.window, config.allowed_lateness, config.series_ttl),
             counters: EngineCounters::default(),
             now: WATERMARK_NONE,
             scratch: Vec::new(),
@@ -118,11 +118,26 @@ impl WindowEngine {
         let mut outcome = BatchOutcome::default();
         let mut max_event: Option<Nanos> = None;
         let mut series = std::mem::take(&mut self.scratch);
+        // Records of one agent batch mostly share cluster, node and tags: check and resolve
+        // that context once while it stays the same from one record to the next.
+        let mut prev: Option<&Record> = None;
+        let mut prev_context_valid = false;
+        let mut cache_matches_prev = false;
         for (i, record) in batch.records.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             let id = RecordIdRef { agent: batch.agent, sequence: batch.sequence, index };
             self.counters.records_in += 1;
-            if let Err(reason) = validate(record, &self.config.limits, now) {
+            let same = prev.is_some_and(|p| validate::same_context(p, record));
+            prev = Some(record);
+            let cache_ok = same && cache_matches_prev;
+            cache_matches_prev = cache_ok;
+            let context = if same && prev_context_valid {
+                Ok(())
+            } else {
+                validate::validate_context(record, &self.config.limits)
+            };
+            prev_context_valid = context.is_ok();
+            if let Err(reason) = context.and_then(|()| validate::validate_point(record, &self.config.limits, now)) {
                 self.reject(id, record, reason, out, &mut outcome);
                 continue;
             }
@@ -140,7 +155,9 @@ impl WindowEngine {
                 });
                 continue;
             }
-            if self.registry.resolve(record, &mut series).is_err() {
+            let resolved = self.registry.resolve(record, cache_ok, &mut series);
+            cache_matches_prev = resolved.is_ok();
+            if resolved.is_err() {
                 self.reject(id, record, InvalidReason::CardinalityLimit, out, &mut outcome);
                 continue;
             }

@@ -14,8 +14,8 @@ use super::config::gcd;
 use super::dimension::SeriesId;
 use super::output::Window;
 use super::record::Value;
-use super::shard::{EmitCtx, Placement};
-use super::stats::{Acc, LastKey};
+use super::shard::{EmitCtx, Placement, SeriesReaper};
+use super::stats::{Acc, LastKey, Stats};
 use super::time::{Nanos, WATERMARK_NONE, align_down};
 
 #[derive(Debug, Default, Clone)]
@@ -41,10 +41,13 @@ pub(crate) struct PaneWindows {
     dirty: Vec<(SeriesId, Nanos)>,
     watermark: Nanos,
     live_panes: usize,
+    reaper: SeriesReaper,
+    /// Reused buffer of (window start, series) due to fire.
+    due: Vec<(Nanos, SeriesId)>,
 }
 
 impl PaneWindows {
-    pub fn new(size: Nanos, slide: Nanos, offset: Nanos, lateness: Nanos) -> PaneWindows {
+    pub fn new(size: Nanos, slide: Nanos, offset: Nanos, lateness: Nanos, reaper: SeriesReaper) -> PaneWindows {
         PaneWindows {
             size,
             slide,
@@ -56,6 +59,8 @@ impl PaneWindows {
             dirty: Vec::new(),
             watermark: WATERMARK_NONE,
             live_panes: 0,
+            reaper,
+            due: Vec::new(),
         }
     }
 
@@ -121,23 +126,26 @@ impl PaneWindows {
         }
     }
 
-    fn window_stats(&self, s: SeriesId, start: Nanos, agents: &AgentTable) -> Option<Acc> {
+    fn window_stats(&self, s: SeriesId, start: Nanos, agents: &AgentTable) -> Option<Stats> {
         let panes = &self.series.get(s as usize)?.panes;
         let end = start + self.size;
         let from = panes.partition_point(|(p, _)| *p < start);
-        let mut acc: Option<Acc> = None;
-        for (_, pane_acc) in panes[from..].iter().take_while(|(p, _)| *p < end) {
-            match acc.as_mut() {
-                Some(a) => a.merge(pane_acc, agents),
-                None => acc = Some(pane_acc.clone()),
+        let mut inside = panes[from..].iter().take_while(|(p, _)| *p < end).map(|(_, acc)| acc);
+        let first = inside.next()?;
+        match inside.next() {
+            None => Some(first.to_stats(agents)),
+            Some(second) => {
+                let mut acc = first.clone();
+                acc.merge(second, agents);
+                inside.for_each(|a| acc.merge(a, agents));
+                Some(acc.to_stats(agents))
             }
         }
-        acc
     }
 
     /// Emits (series, window) with its next revision.
     fn fire(&mut self, s: SeriesId, start: Nanos, ctx: &mut EmitCtx<'_>) {
-        let Some(acc) = self.window_stats(s, start, ctx.agents) else { return };
+        let Some(stats) = self.window_stats(s, start, ctx.agents) else { return };
         let fired = &mut self.series[s as usize].fired;
         let revision = match fired.iter_mut().find(|(w, _)| *w == start) {
             Some((_, next)) => {
@@ -150,7 +158,7 @@ impl PaneWindows {
                 0
             }
         };
-        ctx.emit(s, Window { start, end: start + self.size }, acc.to_stats(ctx.agents), revision);
+        ctx.emit(s, Window { start, end: start + self.size }, stats, revision);
     }
 
     /// Ends a batch and moves to watermark `wm`: emits corrections for fired windows that
@@ -173,7 +181,7 @@ impl PaneWindows {
         self.watermark = wm;
 
         // Windows ending in (old, wm] cover panes starting in (old - size, wm).
-        let mut due: Vec<(Nanos, SeriesId)> = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
         let lo = old.saturating_sub(self.size).saturating_add(1);
         for (&pane_start, holders) in self.index.range(lo..wm) {
             let mut start = self.last_window_start(pane_start);
@@ -185,11 +193,16 @@ impl PaneWindows {
                 start -= self.slide;
             }
         }
-        due.sort_unstable();
-        due.dedup();
-        for (start, s) in due {
+        if self.slide != self.size {
+            // Overlapping windows: a series holding several panes of a window is due once.
+            due.sort_unstable();
+            due.dedup();
+        }
+        for &(start, s) in &due {
             self.fire(s, start, ctx);
         }
+        due.clear();
+        self.due = due;
         self.purge(wm, ctx);
     }
 
@@ -218,8 +231,10 @@ impl PaneWindows {
             sp.fired.retain(|(start, _)| start + size + lateness > wm);
             if sp.panes.is_empty() {
                 sp.fired.clear();
-                ctx.release(s);
+                self.reaper.emptied(s, wm);
             }
         }
+        let series = &self.series;
+        self.reaper.reap(wm, ctx, |s| series.get(s as usize).is_none_or(|sp| sp.panes.is_empty()));
     }
 }

@@ -16,7 +16,7 @@ use super::agents::AgentTable;
 use super::dimension::SeriesId;
 use super::output::Window;
 use super::record::Value;
-use super::shard::{EmitCtx, Placement};
+use super::shard::{EmitCtx, Placement, SeriesReaper};
 use super::stats::{Acc, LastKey};
 use super::time::{Nanos, WATERMARK_NONE};
 
@@ -60,10 +60,11 @@ pub(crate) struct SessionWindows {
     dirty: Vec<SeriesId>,
     watermark: Nanos,
     live_sessions: usize,
+    reaper: SeriesReaper,
 }
 
 impl SessionWindows {
-    pub fn new(gap: Nanos, lateness: Nanos) -> SessionWindows {
+    pub fn new(gap: Nanos, lateness: Nanos, reaper: SeriesReaper) -> SessionWindows {
         SessionWindows {
             gap,
             lateness,
@@ -72,6 +73,7 @@ impl SessionWindows {
             dirty: Vec::new(),
             watermark: WATERMARK_NONE,
             live_sessions: 0,
+            reaper,
         }
     }
 
@@ -179,7 +181,7 @@ impl SessionWindows {
         ss.next_timer = Nanos::MAX;
         match next {
             Some(at) => self.schedule(s, at),
-            None => ctx.release(s),
+            None => self.reaper.emptied(s, wm),
         }
     }
 
@@ -201,5 +203,7 @@ impl SessionWindows {
                 self.reconcile(s, ctx);
             }
         }
+        let series = &self.series;
+        self.reaper.reap(self.watermark, ctx, |s| series.get(s as usize).is_none_or(|ss| ss.sessions.is_empty()));
     }
 }

@@ -58,6 +58,42 @@ impl EmitCtx<'_> {
     }
 }
 
+/// Releases series whose window state has been empty for a time-to-live of event time.
+///
+/// Window state reports a series as empty when its last pane or session is freed; the series
+/// is released once the watermark has moved `ttl` past that moment and it is still empty.
+/// Entries are not de-duplicated: releasing an empty series early is always safe (it is
+/// re-created on its next record), releasing one with state never happens.
+#[derive(Debug, Clone)]
+pub(crate) struct SeriesReaper {
+    ttl: Nanos,
+    queue: std::collections::VecDeque<(Nanos, SeriesId)>,
+}
+
+impl SeriesReaper {
+    pub fn new(ttl: Nanos) -> SeriesReaper {
+        SeriesReaper { ttl, queue: std::collections::VecDeque::new() }
+    }
+
+    /// Series `s` has no state left at watermark `wm`.
+    pub fn emptied(&mut self, s: SeriesId, wm: Nanos) {
+        self.queue.push_back((wm, s));
+    }
+
+    /// Releases series that stayed empty for the time-to-live; `is_empty` asks the state.
+    pub fn reap(&mut self, wm: Nanos, ctx: &mut EmitCtx<'_>, is_empty: impl Fn(SeriesId) -> bool) {
+        while let Some(&(since, s)) = self.queue.front() {
+            if since.saturating_add(self.ttl) > wm {
+                break;
+            }
+            self.queue.pop_front();
+            if is_empty(s) {
+                ctx.release(s);
+            }
+        }
+    }
+}
+
 /// Window state for the series of one shard.
 #[derive(Debug, Clone)]
 pub(crate) enum WindowShard {
@@ -66,13 +102,16 @@ pub(crate) enum WindowShard {
 }
 
 impl WindowShard {
-    pub fn new(spec: WindowSpec, lateness: Nanos) -> WindowShard {
+    pub fn new(spec: WindowSpec, lateness: Nanos, series_ttl: Nanos) -> WindowShard {
+        let reaper = SeriesReaper::new(series_ttl);
         match spec {
-            WindowSpec::Tumbling { size, offset } => WindowShard::Panes(PaneWindows::new(size, size, offset, lateness)),
-            WindowSpec::Sliding { size, slide, offset } => {
-                WindowShard::Panes(PaneWindows::new(size, slide, offset, lateness))
+            WindowSpec::Tumbling { size, offset } => {
+                WindowShard::Panes(PaneWindows::new(size, size, offset, lateness, reaper))
             }
-            WindowSpec::Session { gap } => WindowShard::Sessions(SessionWindows::new(gap, lateness)),
+            WindowSpec::Sliding { size, slide, offset } => {
+                WindowShard::Panes(PaneWindows::new(size, slide, offset, lateness, reaper))
+            }
+            WindowSpec::Session { gap } => WindowShard::Sessions(SessionWindows::new(gap, lateness, reaper)),
         }
     }
 

@@ -86,26 +86,25 @@ impl fmt::Display for InvalidReason {
     }
 }
 
+/// True when `s` holds an ASCII control character (branch-free, so it vectorises).
 #[inline]
 fn has_control(s: &str) -> bool {
-    s.bytes().any(|b| b < 0x20 || b == 0x7f)
+    s.bytes().fold(false, |acc, b| acc | (b < 0x20) | (b == 0x7f))
 }
 
 /// Checks one record. `now` is the caller's processing time (nanoseconds since the epoch).
 pub fn validate(record: &Record, limits: &Limits, now: Nanos) -> Result<(), InvalidReason> {
-    if let Value::Float(v) = record.value
-        && !v.is_finite()
-    {
-        return Err(InvalidReason::NonFiniteValue);
-    }
-    if record.metric.is_empty() {
-        return Err(InvalidReason::EmptyMetric);
-    }
+    validate_context(record, limits)?;
+    validate_point(record, limits, now)
+}
+
+/// Checks what records of one agent batch usually share: cluster, node and tags.
+pub fn validate_context(record: &Record, limits: &Limits) -> Result<(), InvalidReason> {
     let max_name = limits.max_name_len;
-    if record.metric.len() > max_name || record.cluster.len() > max_name || record.node.len() > max_name {
+    if record.cluster.len() > max_name || record.node.len() > max_name {
         return Err(InvalidReason::NameTooLong);
     }
-    if has_control(&record.metric) || has_control(&record.cluster) || has_control(&record.node) {
+    if has_control(&record.cluster) || has_control(&record.node) {
         return Err(InvalidReason::ControlCharacter);
     }
     if record.tags.len() > limits.max_tags {
@@ -125,6 +124,25 @@ pub fn validate(record: &Record, limits: &Limits, now: Nanos) -> Result<(), Inva
             return Err(InvalidReason::DuplicateTagKey);
         }
     }
+    Ok(())
+}
+
+/// Checks what is particular to each record: value, metric name and event time.
+pub fn validate_point(record: &Record, limits: &Limits, now: Nanos) -> Result<(), InvalidReason> {
+    if let Value::Float(v) = record.value
+        && !v.is_finite()
+    {
+        return Err(InvalidReason::NonFiniteValue);
+    }
+    if record.metric.is_empty() {
+        return Err(InvalidReason::EmptyMetric);
+    }
+    if record.metric.len() > limits.max_name_len {
+        return Err(InvalidReason::NameTooLong);
+    }
+    if has_control(&record.metric) {
+        return Err(InvalidReason::ControlCharacter);
+    }
     let t = record.time;
     if !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&t) {
         return Err(InvalidReason::AbsurdTime);
@@ -140,6 +158,12 @@ pub fn validate(record: &Record, limits: &Limits, now: Nanos) -> Result<(), Inva
         return Err(InvalidReason::TooOld);
     }
     Ok(())
+}
+
+/// True when two records share cluster, node and tags (the context of an agent batch).
+#[inline]
+pub fn same_context(a: &Record, b: &Record) -> bool {
+    a.node == b.node && a.cluster == b.cluster && a.tags == b.tags
 }
 
 #[cfg(test)]
