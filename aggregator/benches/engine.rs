@@ -26,7 +26,7 @@ struct Counting {
 impl EngineOutput for Counting {
     fn result(&mut self, r: WindowResult<'_>) {
         self.results += 1;
-        self.checksum = self.checksum.wrapping_add(r.stats.count);
+        self.checksum = self.checksum.wrapping_add(r.stats.count());
     }
     fn retract(&mut self, _: &SeriesKey, _: Nanos) {
         self.other += 1;

@@ -385,20 +385,24 @@ impl Model {
 }
 
 fn check_stats(key: &(SeriesKey, Nanos), got: &meshmon_aggregator::engine::Stats, recs: &[&Accepted]) {
-    assert_eq!(got.count, recs.len() as u64, "count of {key:?}");
+    assert_eq!(got.totals.count, recs.len() as u64, "count of {key:?}");
     let floats: Vec<f64> =
         recs.iter().filter_map(|a| if let Value::Float(v) = a.record.value { Some(v) } else { None }).collect();
     let decimals: i128 =
         recs.iter().filter_map(|a| if let Value::Decimal(n) = a.record.value { Some(n) } else { None }).sum();
-    assert_eq!(got.float_count, floats.len() as u64, "float count of {key:?}");
-    assert_eq!(got.decimal_sum, decimals, "exact decimal sum of {key:?}");
+    assert_eq!(got.totals.float_count, floats.len() as u64, "float count of {key:?}");
+    assert_eq!(got.totals.decimal_sum, decimals, "exact decimal sum of {key:?}");
     let fsum: f64 = floats.iter().sum();
     let scale: f64 = floats.iter().map(|v| v.abs()).sum::<f64>() + 1.0;
-    assert!((got.float_sum - fsum).abs() <= 1e-12 * scale, "float sum of {key:?}: {} vs {fsum}", got.float_sum);
+    assert!(
+        (got.totals.float_sum - fsum).abs() <= 1e-12 * scale,
+        "float sum of {key:?}: {} vs {fsum}",
+        got.totals.float_sum
+    );
     let min = recs.iter().map(|a| a.record.value).min_by(|a, b| a.total_cmp(*b)).unwrap();
     let max = recs.iter().map(|a| a.record.value).max_by(|a, b| a.total_cmp(*b)).unwrap();
-    assert!(got.min.total_cmp(min).is_eq(), "min of {key:?}: {:?} vs {min:?}", got.min);
-    assert!(got.max.total_cmp(max).is_eq(), "max of {key:?}: {:?} vs {max:?}", got.max);
+    assert!(got.totals.min.total_cmp(min).is_eq(), "min of {key:?}: {:?} vs {min:?}", got.totals.min);
+    assert!(got.totals.max.total_cmp(max).is_eq(), "max of {key:?}: {:?} vs {max:?}", got.totals.max);
     let last = recs.iter().max_by(|a, b| (a.record.time, &a.id).cmp(&(b.record.time, &b.id))).unwrap();
     assert_eq!((got.last_time, &got.last_id), (last.record.time, &last.id), "last of {key:?}");
     assert!(got.last.total_cmp(last.record.value).is_eq(), "last value of {key:?}");

@@ -143,16 +143,12 @@ impl WindowEngine {
             }
             max_event = Some(max_event.map_or(record.time, |m| m.max(record.time)));
             let placement = self.shard.placement(record.time);
-            if placement.missed == placement.windows {
+            let late =
+                LateRecord { id, record, watermark, missed_windows: placement.missed, windows: placement.windows };
+            if late.dropped() {
                 self.counters.late_dropped += 1;
                 outcome.late += 1;
-                out.late(LateRecord {
-                    id,
-                    record,
-                    watermark,
-                    missed_windows: placement.missed,
-                    windows: placement.windows,
-                });
+                out.late(late);
                 continue;
             }
             let resolved = self.registry.resolve(record, cache_ok, &mut series);
@@ -167,15 +163,9 @@ impl WindowEngine {
             }
             self.counters.accepted += 1;
             outcome.accepted += 1;
-            if placement.missed > 0 {
+            if late.missed_windows > 0 {
                 self.counters.late_partial += 1;
-                out.late(LateRecord {
-                    id,
-                    record,
-                    watermark,
-                    missed_windows: placement.missed,
-                    windows: placement.windows,
-                });
+                out.late(late);
             }
         }
         self.scratch = series;

@@ -79,6 +79,13 @@ impl PaneWindows {
         align_down(t, self.offset, self.slide)
     }
 
+    /// Starts of the windows holding instant `t`, newest first.
+    #[inline]
+    fn window_starts(&self, t: Nanos) -> impl Iterator<Item = Nanos> + use<> {
+        let (size, slide, last) = (self.size, self.slide, self.last_window_start(t));
+        (0..).map(move |k| last - k * slide).take_while(move |start| start + size > t)
+    }
+
     /// How many windows contain `t`, and how many of them are past their allowed lateness.
     #[inline]
     pub fn placement(&self, t: Nanos) -> Placement {
@@ -88,9 +95,8 @@ impl PaneWindows {
         if t + self.lateness >= self.watermark {
             return Placement { windows, missed: 0 };
         }
-        let missed = (0..windows)
-            .filter(|&k| last - i64::from(k) * self.slide + self.size + self.lateness <= self.watermark)
-            .count() as u32;
+        let missed =
+            self.window_starts(t).filter(|start| start + self.size + self.lateness <= self.watermark).count() as u32;
         Placement { windows, missed }
     }
 
@@ -114,14 +120,11 @@ impl PaneWindows {
         }
         if t < self.watermark {
             // Some window holding t may have fired already: re-fire it as a correction.
-            let last = self.last_window_start(t);
-            let mut start = last;
-            while start + self.size > t {
-                let end = start + self.size;
-                if end <= self.watermark && end + self.lateness > self.watermark {
+            let (size, lateness, wm) = (self.size, self.lateness, self.watermark);
+            for start in self.window_starts(t) {
+                if start + size <= wm && start + size + lateness > wm {
                     self.dirty.push((s, start));
                 }
-                start -= self.slide;
             }
         }
     }
@@ -184,13 +187,12 @@ impl PaneWindows {
         let mut due = std::mem::take(&mut self.due);
         let lo = old.saturating_sub(self.size).saturating_add(1);
         for (&pane_start, holders) in self.index.range(lo..wm) {
-            let mut start = self.last_window_start(pane_start);
-            while start + self.size > pane_start {
+            // A pane lies inside exactly the windows that hold its first instant.
+            for start in self.window_starts(pane_start) {
                 let end = start + self.size;
                 if end > old && end <= wm {
                     due.extend(holders.iter().map(|&s| (start, s)));
                 }
-                start -= self.slide;
             }
         }
         if self.slide != self.size {

@@ -32,107 +32,10 @@ impl LastKey {
     }
 }
 
-/// The hot accumulator for one (window or pane, series).
-#[derive(Debug, Clone)]
-pub(crate) struct Acc {
-    count: u64,
-    float_count: u64,
-    float_sum: f64,
-    decimal_sum: i128,
-    min: Value,
-    max: Value,
-    last: Value,
-    last_key: LastKey,
-}
-
-impl Acc {
-    /// An accumulator holding one record.
-    #[inline]
-    pub fn new(value: Value, key: LastKey) -> Acc {
-        let mut acc = Acc {
-            count: 0,
-            float_count: 0,
-            float_sum: 0.0,
-            decimal_sum: 0,
-            min: value,
-            max: value,
-            last: value,
-            last_key: key,
-        };
-        acc.add_sum(value);
-        acc
-    }
-
-    #[inline]
-    fn add_sum(&mut self, value: Value) {
-        self.count += 1;
-        match value {
-            Value::Float(v) => {
-                self.float_count += 1;
-                self.float_sum += v;
-            }
-            Value::Decimal(n) => self.decimal_sum = self.decimal_sum.saturating_add(n),
-        }
-    }
-
-    /// Adds one record.
-    #[inline]
-    pub fn add(&mut self, value: Value, key: LastKey, agents: &AgentTable) {
-        self.add_sum(value);
-        if value.total_cmp(self.min) == Ordering::Less {
-            self.min = value;
-        }
-        if value.total_cmp(self.max) == Ordering::Greater {
-            self.max = value;
-        }
-        if key.cmp(&self.last_key, agents) == Ordering::Greater {
-            self.last = value;
-            self.last_key = key;
-        }
-    }
-
-    /// Folds another accumulator of the same series into this one.
-    pub fn merge(&mut self, other: &Acc, agents: &AgentTable) {
-        self.count += other.count;
-        self.float_count += other.float_count;
-        self.float_sum += other.float_sum;
-        self.decimal_sum = self.decimal_sum.saturating_add(other.decimal_sum);
-        if other.min.total_cmp(self.min) == Ordering::Less {
-            self.min = other.min;
-        }
-        if other.max.total_cmp(self.max) == Ordering::Greater {
-            self.max = other.max;
-        }
-        if other.last_key.cmp(&self.last_key, agents) == Ordering::Greater {
-            self.last = other.last;
-            self.last_key = other.last_key;
-        }
-    }
-
-    /// The self-contained form.
-    pub fn to_stats(&self, agents: &AgentTable) -> Stats {
-        Stats {
-            count: self.count,
-            float_count: self.float_count,
-            float_sum: self.float_sum,
-            decimal_sum: self.decimal_sum,
-            min: self.min,
-            max: self.max,
-            last: self.last,
-            last_time: self.last_key.time,
-            last_id: RecordId {
-                agent: agents.name(self.last_key.agent).clone(),
-                sequence: self.last_key.sequence,
-                index: self.last_key.index,
-            },
-        }
-    }
-}
-
-/// Final or partial statistics of one (window, series). Mergeable: `a.merge(&b)` equals the
-/// statistics of the union of both record sets (up to double rounding order in sums).
+/// Count, sums and extremes of a set of values — the part of the statistics that both the
+/// hot accumulator and the self-contained form share, merged by one piece of code.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Stats {
+pub struct Totals {
     /// Number of records.
     pub count: u64,
     /// How many of them carried a double (the rest carried decimals).
@@ -145,15 +48,52 @@ pub struct Stats {
     pub min: Value,
     /// Largest value under [`Value::total_cmp`].
     pub max: Value,
-    /// Value of the record with the greatest (event time, agent, sequence, index).
-    pub last: Value,
-    /// Event time of that record.
-    pub last_time: Nanos,
-    /// Identity of that record.
-    pub last_id: RecordId,
 }
 
-impl Stats {
+impl Totals {
+    /// The totals of one value.
+    #[inline]
+    pub fn of(value: Value) -> Totals {
+        let (float_count, float_sum, decimal_sum) = match value {
+            Value::Float(v) => (1, v, 0),
+            Value::Decimal(n) => (0, 0.0, n),
+        };
+        Totals { count: 1, float_count, float_sum, decimal_sum, min: value, max: value }
+    }
+
+    /// Adds one value.
+    #[inline]
+    pub fn add(&mut self, value: Value) {
+        self.count += 1;
+        match value {
+            Value::Float(v) => {
+                self.float_count += 1;
+                self.float_sum += v;
+            }
+            Value::Decimal(n) => self.decimal_sum = self.decimal_sum.saturating_add(n),
+        }
+        self.widen(value, value);
+    }
+
+    /// Folds in the totals of another set of values.
+    pub fn merge(&mut self, other: &Totals) {
+        self.count += other.count;
+        self.float_count += other.float_count;
+        self.float_sum += other.float_sum;
+        self.decimal_sum = self.decimal_sum.saturating_add(other.decimal_sum);
+        self.widen(other.min, other.max);
+    }
+
+    #[inline]
+    fn widen(&mut self, min: Value, max: Value) {
+        if min.total_cmp(self.min) == Ordering::Less {
+            self.min = min;
+        }
+        if max.total_cmp(self.max) == Ordering::Greater {
+            self.max = max;
+        }
+    }
+
     /// Sum of all values: an exact decimal when every value was a decimal, else a double.
     pub fn sum(&self) -> Value {
         if self.float_count == 0 {
@@ -173,21 +113,96 @@ impl Stats {
             Value::Float(sum) => Value::Float(sum / self.count as f64),
         }
     }
+}
+
+/// The hot accumulator for one (window or pane, series).
+#[derive(Debug, Clone)]
+pub(crate) struct Acc {
+    totals: Totals,
+    last: Value,
+    last_key: LastKey,
+}
+
+impl Acc {
+    /// An accumulator holding one record.
+    #[inline]
+    pub fn new(value: Value, key: LastKey) -> Acc {
+        Acc { totals: Totals::of(value), last: value, last_key: key }
+    }
+
+    /// Adds one record.
+    #[inline]
+    pub fn add(&mut self, value: Value, key: LastKey, agents: &AgentTable) {
+        self.totals.add(value);
+        if key.cmp(&self.last_key, agents) == Ordering::Greater {
+            self.last = value;
+            self.last_key = key;
+        }
+    }
+
+    /// Folds another accumulator of the same series into this one.
+    pub fn merge(&mut self, other: &Acc, agents: &AgentTable) {
+        self.totals.merge(&other.totals);
+        if other.last_key.cmp(&self.last_key, agents) == Ordering::Greater {
+            self.last = other.last;
+            self.last_key = other.last_key;
+        }
+    }
+
+    /// The self-contained form.
+    pub fn to_stats(&self, agents: &AgentTable) -> Stats {
+        Stats {
+            totals: self.totals.clone(),
+            last: self.last,
+            last_time: self.last_key.time,
+            last_id: RecordId {
+                agent: agents.name(self.last_key.agent).clone(),
+                sequence: self.last_key.sequence,
+                index: self.last_key.index,
+            },
+        }
+    }
+}
+
+/// Final or partial statistics of one (window, series). Mergeable: `a.merge(&b)` equals the
+/// statistics of the union of both record sets (up to double rounding order in sums).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stats {
+    /// Count, sums, min and max.
+    pub totals: Totals,
+    /// Value of the record with the greatest (event time, agent, sequence, index).
+    pub last: Value,
+    /// Event time of that record.
+    pub last_time: Nanos,
+    /// Identity of that record.
+    pub last_id: RecordId,
+}
+
+impl Stats {
+    /// The statistics of one record.
+    pub fn of(value: Value, time: Nanos, id: RecordId) -> Stats {
+        Stats { totals: Totals::of(value), last: value, last_time: time, last_id: id }
+    }
+
+    /// Number of records.
+    pub fn count(&self) -> u64 {
+        self.totals.count
+    }
+
+    /// See [`Totals::sum`].
+    pub fn sum(&self) -> Value {
+        self.totals.sum()
+    }
+
+    /// See [`Totals::avg`].
+    pub fn avg(&self) -> Value {
+        self.totals.avg()
+    }
 
     /// Folds `other` (statistics of the same series and window) into `self`.
     pub fn merge(&mut self, other: &Stats) {
-        self.count += other.count;
-        self.float_count += other.float_count;
-        self.float_sum += other.float_sum;
-        self.decimal_sum = self.decimal_sum.saturating_add(other.decimal_sum);
-        if other.min.total_cmp(self.min) == Ordering::Less {
-            self.min = other.min;
-        }
-        if other.max.total_cmp(self.max) == Ordering::Greater {
-            self.max = other.max;
-        }
-        let other_later = (other.last_time, &other.last_id) > (self.last_time, &self.last_id);
-        if other_later {
+        self.totals.merge(&other.totals);
+        if (other.last_time, &other.last_id) > (self.last_time, &self.last_id) {
             self.last = other.last;
             self.last_time = other.last_time;
             self.last_id = other.last_id.clone();
@@ -249,8 +264,8 @@ mod tests {
         acc.add(Value::Float(-0.5), key(3, a), &agents);
         let s = acc.to_stats(&agents);
         assert_eq!(s.sum(), Value::Float(1.5));
-        assert_eq!(s.min, Value::Float(-0.5));
-        assert_eq!(s.max, Value::Decimal(NANO_UNITS), "decimal 1 sorts after double 1.0");
+        assert_eq!(s.totals.min, Value::Float(-0.5));
+        assert_eq!(s.totals.max, Value::Decimal(NANO_UNITS), "decimal 1 sorts after double 1.0");
     }
 
     #[test]
@@ -266,5 +281,66 @@ mod tests {
         x.merge(&y, &agents);
         assert_eq!(xs, x.to_stats(&agents));
         assert_eq!(xs.last, Value::Float(-1.0));
+    }
+
+    mod merge_property {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn value() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                (-1e6f64..1e6).prop_map(Value::Float),
+                (-1_000_000_000_000i64..1_000_000_000_000).prop_map(|n| Value::Decimal(i128::from(n))),
+            ]
+        }
+
+        proptest! {
+            /// Folding records one by one (`Acc`, interned agents) equals merging single-record
+            /// `Stats` in any split and order (agent text): the property later stages rely on.
+            #[test]
+            fn any_split_and_order_merges_to_the_same_stats(
+                records in prop::collection::vec((value(), 0i64..20, 0usize..3, 0u64..3, 0u32..3), 1..40),
+                split in any::<prop::sample::Index>(),
+                reverse in any::<bool>(),
+            ) {
+                let names = ["b", "a", "c"];
+                let mut agents = AgentTable::default();
+                let keys: Vec<LastKey> = records
+                    .iter()
+                    .map(|&(_, time, a, sequence, index)| LastKey { time, agent: agents.intern(names[a]), sequence, index })
+                    .collect();
+                let mut acc = Acc::new(records[0].0, keys[0]);
+                for (r, k) in records.iter().zip(&keys).skip(1) {
+                    acc.add(r.0, *k, &agents);
+                }
+                let single = |i: usize| {
+                    let (v, t, a, sequence, index) = records[i];
+                    Stats::of(v, t, RecordId { agent: names[a].into(), sequence, index })
+                };
+                let fold = |range: std::ops::Range<usize>| {
+                    let mut order: Vec<usize> = range.collect();
+                    if reverse {
+                        order.reverse();
+                    }
+                    let mut it = order.into_iter();
+                    let first = it.next().map(single);
+                    it.fold(first, |s, i| s.map(|mut s| { s.merge(&single(i)); s }))
+                };
+                let cut = split.index(records.len());
+                let merged = match (fold(0..cut), fold(cut..records.len())) {
+                    (Some(mut a), Some(b)) => { a.merge(&b); a }
+                    (Some(a), None) | (None, Some(a)) => a,
+                    (None, None) => unreachable!(),
+                };
+                let want = acc.to_stats(&agents);
+                prop_assert_eq!(merged.totals.count, want.totals.count);
+                prop_assert_eq!(merged.totals.decimal_sum, want.totals.decimal_sum);
+                prop_assert!(merged.totals.min.total_cmp(want.totals.min).is_eq());
+                prop_assert!(merged.totals.max.total_cmp(want.totals.max).is_eq());
+                prop_assert_eq!((merged.last_time, &merged.last_id), (want.last_time, &want.last_id));
+                let scale = records.iter().map(|r| r.0.as_f64().abs()).sum::<f64>() + 1.0;
+                prop_assert!((merged.totals.float_sum - want.totals.float_sum).abs() <= 1e-12 * scale);
+            }
+        }
     }
 }
