@@ -7,7 +7,9 @@
 //! by brute force over the accepted records. After **every** step the engine's keyed results
 //! (latest per series and window start, retractions applied) must equal that recomputation
 //! for all windows the watermark has passed, and every record must be accounted for exactly
-//! once (accepted ∪ late ∪ invalid). Case count: `MESHMON_ORACLE_CASES` (default 2 000).
+//! once (accepted ∪ late ∪ invalid). Case count: `MESHMON_ORACLE_CASES` (default 2 000); the
+//! test prints how many streams passed and what they exercised, and fails if the generator
+//! stops reaching late, partially late, invalid, corrected, retracted, duplicate or idle paths.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,7 +95,7 @@ fn record_strategy() -> impl Strategy<Value = GenRecord> {
         1 => Just(MAX_FUTURE + 1),
         1 => Just(i64::MAX / 2),
     ];
-    (0u8..3, 0u8..3, 0u8..4, 0u8..8, value, offset, prop::bool::weighted(0.6), prop::bool::weighted(0.03)).prop_map(
+    (0u8..20, 0u8..3, 0u8..4, 0u8..8, value, offset, prop::bool::weighted(0.6), prop::bool::weighted(0.03)).prop_map(
         |(metric, cluster, node, tags, value, offset, same_context, bad_tag)| GenRecord {
             metric,
             cluster,
@@ -169,7 +171,7 @@ fn make_record(g: &GenRecord, now: Nanos) -> Record {
         tags.push(("note".to_string(), "two\nlines".to_string()));
     }
     Record {
-        metric: if g.metric == 2 { String::new() } else { format!("m{}", g.metric) },
+        metric: if g.metric == 19 { String::new() } else { format!("m{}", g.metric % 2) },
         value,
         time: now.saturating_add(g.offset),
         cluster: ["c0", "c1", ""][g.cluster as usize].to_string(),
@@ -199,6 +201,8 @@ struct Model {
     late: BTreeSet<RecordId>,
     partial: BTreeSet<RecordId>,
     invalid: BTreeMap<RecordId, InvalidReason>,
+    /// Watermark recomputations where an idle input was left out and that mattered.
+    idle_releases: u64,
 }
 
 impl Model {
@@ -248,6 +252,10 @@ impl Model {
             .collect();
         let active = wms.iter().filter(|(_, idle)| !idle).map(|(w, _)| *w).min();
         let all = wms.iter().map(|(w, _)| *w).max();
+        let held = wms.iter().map(|(w, _)| *w).min();
+        if active.or(all) > held && active.or(all) > Some(self.wm) {
+            self.idle_releases += 1;
+        }
         if let Some(c) = active.or(all) {
             self.wm = self.wm.max(c);
         }
@@ -408,7 +416,9 @@ fn check_stats(key: &(SeriesKey, Nanos), got: &meshmon_aggregator::engine::Stats
     assert!(got.last.total_cmp(last.record.value).is_eq(), "last value of {key:?}");
 }
 
-fn run(sc: Scenario) {
+/// Runs one scenario through engine and model, checking after every step; returns the
+/// engine's counters and how often an idle input stopped holding the watermark back.
+fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
     let config = EngineConfig {
         window: sc.window,
         out_of_orderness: sc.ooo,
@@ -435,6 +445,7 @@ fn run(sc: Scenario) {
         late: BTreeSet::new(),
         partial: BTreeSet::new(),
         invalid: BTreeMap::new(),
+        idle_releases: 0,
     };
     let mut out = LatestResults::default();
     let mut now = T0;
@@ -500,6 +511,7 @@ fn run(sc: Scenario) {
     assert_eq!(invalid, model.invalid, "invalid output");
     assert_eq!(engine.state_size(), 0, "all state freed after finish");
     assert_eq!(engine.series_count(), 0, "all series released after finish");
+    (engine.counters().clone(), model.idle_releases)
 }
 
 fn compare(model: &Model, out: &LatestResults, step: usize) {
@@ -518,11 +530,57 @@ fn cases() -> u32 {
     std::env::var("MESHMON_ORACLE_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(2_000)
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(), max_shrink_iters: 20_000, ..ProptestConfig::default() })]
+/// What the generated streams exercised, summed over all cases.
+#[derive(Debug, Default)]
+struct Coverage {
+    cases: u64,
+    records: u64,
+    late_dropped: u64,
+    late_partial: u64,
+    invalid: u64,
+    corrections: u64,
+    retractions: u64,
+    duplicate_batches: u64,
+    idle_releases: u64,
+}
 
-    #[test]
-    fn engine_equals_batch_recomputation(sc in scenario_strategy()) {
-        run(sc);
+#[test]
+fn engine_equals_batch_recomputation() {
+    use proptest::test_runner::{Config, TestRunner};
+    let cases = cases();
+    let mut runner =
+        TestRunner::new(Config { cases, max_shrink_iters: 20_000, source_file: Some(file!()), ..Config::default() });
+    let coverage = std::cell::RefCell::new(Coverage::default());
+    let result = runner.run(&scenario_strategy(), |sc| {
+        let (counters, idle_releases) = run(sc);
+        let mut c = coverage.borrow_mut();
+        c.cases += 1;
+        c.records += counters.records_in;
+        c.late_dropped += counters.late_dropped;
+        c.late_partial += counters.late_partial;
+        c.invalid += counters.invalid_total();
+        c.corrections += counters.corrections;
+        c.retractions += counters.retractions;
+        c.duplicate_batches += counters.duplicate_batches;
+        c.idle_releases += idle_releases;
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let c = coverage.into_inner();
+    eprintln!("oracle: {} generated streams passed (>= {cases} cases): {c:?}", c.cases);
+    assert!(c.cases >= u64::from(cases));
+    // The generator must keep reaching every path the oracle is meant to check.
+    for (what, n) in [
+        ("late records", c.late_dropped),
+        ("partially late records", c.late_partial),
+        ("invalid records", c.invalid),
+        ("corrections", c.corrections),
+        ("session retractions", c.retractions),
+        ("duplicate batches", c.duplicate_batches),
+        ("idle inputs released", c.idle_releases),
+    ] {
+        assert!(cases < 200 || n > 0, "no {what} in {} cases: the generator lost coverage", c.cases);
     }
 }
