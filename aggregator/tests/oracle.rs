@@ -2,7 +2,8 @@
 //!
 //! For arbitrary streams — several inputs and agents, random disorder, records beyond the
 //! allowed lateness, idle inputs, re-sent (duplicate) batches, invalid records — a small,
-//! obviously-correct reference model replays the same steps: it recomputes the watermark from
+//! obviously-correct reference model replays the same steps (run through a single-shard
+//! engine and a sharded one alike): it recomputes the watermark from
 //! scratch, judges lateness by enumerating windows, and recomputes every window (or session)
 //! by brute force over the accepted records. After **every** step the engine's keyed results
 //! (latest per series and window start, retractions applied) must equal that recomputation
@@ -61,6 +62,7 @@ struct Scenario {
     lateness: Nanos,
     idle: Option<Nanos>,
     series_ttl: Nanos,
+    shards: usize,
     tags: TagDimensions,
     sets: Vec<Vec<DimensionField>>,
     steps: Vec<Step>,
@@ -133,17 +135,18 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
         window_strategy(),
         0i64..6,
         0i64..10,
-        (prop::option::of(3i64..20), prop_oneof![Just(0i64), 1i64..30]),
+        (prop::option::of(3i64..20), prop_oneof![Just(0i64), 1i64..30], 2usize..5),
         tags,
         sets,
         prop::collection::vec(step_strategy(), 1..50),
     )
-        .prop_map(|(window, ooo, lateness, (idle, series_ttl), tags, sets, steps)| Scenario {
+        .prop_map(|(window, ooo, lateness, (idle, series_ttl, shards), tags, sets, steps)| Scenario {
             window,
             ooo,
             lateness,
             idle,
             series_ttl,
+            shards,
             tags,
             sets,
             steps,
@@ -434,7 +437,12 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
         },
         limits: Limits { max_future: Some(MAX_FUTURE), max_past: None, ..Limits::default() },
     };
-    let mut engine = WindowEngine::new(config).unwrap();
+    // The single-shard engine and a sharded one (series spread by metric) see the same calls;
+    // both must match the model at every step.
+    let mut engines = [
+        (WindowEngine::new(config.clone()).unwrap(), LatestResults::default()),
+        (WindowEngine::with_shards(config, sc.shards).unwrap(), LatestResults::default()),
+    ];
     let mut model = Model {
         sc: sc.clone(),
         now: T0,
@@ -447,7 +455,6 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
         invalid: BTreeMap::new(),
         idle_releases: 0,
     };
-    let mut out = LatestResults::default();
     let mut now = T0;
     let mut seqs = [0u64; 3];
     let mut sent: Vec<(String, String, u64, Vec<Record>)> = Vec::new();
@@ -467,7 +474,9 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
                 }
                 let (input, agent) = (format!("p{input}"), format!("a{agent}"));
                 let seq = seqs[agent.as_bytes()[1] as usize - b'0' as usize];
-                engine.process_batch(&input, &Batch { agent: &agent, sequence: seq, records: &recs }, now, &mut out);
+                for (engine, out) in &mut engines {
+                    engine.process_batch(&input, &Batch { agent: &agent, sequence: seq, records: &recs }, now, out);
+                }
                 model.batch(&input, &agent, seq, &recs, now);
                 records_in += recs.len() as u64;
                 sent.push((input, agent, seq, recs));
@@ -475,30 +484,38 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
             Step::Resend { back, advance } => {
                 now += i64::from(*advance);
                 if let Some((input, agent, seq, recs)) = sent.iter().rev().nth(*back as usize).cloned() {
-                    let o = engine.process_batch(
-                        &input,
-                        &Batch { agent: &agent, sequence: seq, records: &recs },
-                        now,
-                        &mut out,
-                    );
-                    assert!(o.duplicate, "re-sent batch must be recognised");
+                    for (engine, out) in &mut engines {
+                        let batch = Batch { agent: &agent, sequence: seq, records: &recs };
+                        assert!(engine.process_batch(&input, &batch, now, out).duplicate, "re-sent batch recognised");
+                    }
                     model.batch(&input, &agent, seq, &recs, now);
                 }
             }
             Step::Tick { advance } => {
                 now += i64::from(*advance);
-                engine.handle_tick(now, &mut out);
+                for (engine, out) in &mut engines {
+                    engine.handle_tick(now, out);
+                }
                 model.tick(now);
             }
         }
-        assert_eq!(engine.watermark(), model.wm, "watermark after step {n}");
-        compare(&model, &out, n);
+        for (engine, out) in &engines {
+            assert_eq!(engine.watermark(), model.wm, "watermark after step {n}");
+            compare(&model, out, n);
+        }
     }
-    engine.finish(&mut out);
     model.wm = Nanos::MAX;
-    compare(&model, &out, usize::MAX);
+    for (engine, out) in &mut engines {
+        engine.finish(out);
+        compare(&model, out, usize::MAX);
+        check_accounting(&model, engine, out, records_in);
+    }
+    (engines[0].0.counters(), model.idle_releases)
+}
 
-    // Accounting: every record of a first delivery is accepted, late or invalid — once.
+/// Every record of a first delivery is accepted, late or invalid — once — and all state is
+/// freed after `finish`.
+fn check_accounting(model: &Model, engine: &WindowEngine, out: &LatestResults, records_in: u64) {
     let c = engine.counters();
     assert_eq!(c.records_in, records_in);
     assert!(c.balanced(), "{c:?}");
@@ -511,7 +528,6 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
     assert_eq!(invalid, model.invalid, "invalid output");
     assert_eq!(engine.state_size(), 0, "all state freed after finish");
     assert_eq!(engine.series_count(), 0, "all series released after finish");
-    (engine.counters().clone(), model.idle_releases)
 }
 
 fn compare(model: &Model, out: &LatestResults, step: usize) {

@@ -44,3 +44,22 @@ impl EngineCounters {
         self.records_in == self.accepted + self.late_dropped + self.invalid_total()
     }
 }
+
+impl std::ops::AddAssign<&EngineCounters> for EngineCounters {
+    /// Sums counters of parts (the gate and every shard) into the whole.
+    fn add_assign(&mut self, other: &EngineCounters) {
+        self.batches += other.batches;
+        self.duplicate_batches += other.duplicate_batches;
+        self.duplicate_records += other.duplicate_records;
+        self.records_in += other.records_in;
+        self.accepted += other.accepted;
+        self.late_dropped += other.late_dropped;
+        self.late_partial += other.late_partial;
+        for (mine, theirs) in self.invalid.iter_mut().zip(other.invalid) {
+            *mine += theirs;
+        }
+        self.results += other.results;
+        self.corrections += other.corrections;
+        self.retractions += other.retractions;
+    }
+}

@@ -2,24 +2,29 @@
 //!
 //! Role: `WindowEngine` runs the whole core for one input stream — dedup of re-sent batches,
 //! validation, dimension expansion, lateness, window state, watermark tracking, firing and
-//! corrections — and reports through an [`EngineOutput`]. Its parts are usable alone: an
-//! actor topology runs the `WatermarkTracker` at ingest and one `WindowShard` per core.
+//! corrections — and reports through an [`EngineOutput`]. It is an [`IngestGate`] (dedup,
+//! validation, watermarks) in front of one or more [`ShardEngine`]s (series and windows),
+//! with records routed to shards by a stable hash of their metric, so every series lives in
+//! exactly one shard. An actor topology runs the same two parts in separate actors.
 //! Processing time is always an argument, so the same calls give the same outputs.
 //!
-//! Data flow of one batch: `BatchDeduper` → `validate` → `WindowShard::placement` (late?) →
-//! `SeriesRegistry::resolve` (series limit) → `WindowShard::add` per series → at the end
-//! `WatermarkTracker::advance` → `WindowShard::advance` (corrections, firings, freeing).
+//! Data flow of one batch: `IngestGate::admit` (`BatchDeduper`, `validate`) →
+//! [`shard_of`] → `ShardEngine::add` (`Placement`: late? → `SeriesRegistry::resolve`: series
+//! limit → `WindowShard::add` per series) → `IngestGate::advance` (`WatermarkTracker`) →
+//! `ShardEngine::advance` (corrections, firings, freeing).
 
 pub mod agents;
 pub mod config;
 pub mod counters;
 pub mod dedup;
 pub mod dimension;
+pub mod gate;
 pub mod output;
 mod pane_windows;
 pub mod record;
 mod session_windows;
 mod shard;
+pub mod shard_engine;
 pub mod stats;
 pub mod time;
 pub mod validate;
@@ -30,22 +35,17 @@ pub use config::{ConfigError, DimensionField, DimensionSpec, EngineConfig, Limit
 pub use counters::EngineCounters;
 pub use dedup::BatchDeduper;
 pub use dimension::{Dimension, DimensionKind, SeriesKey, SeriesRegistry};
+pub use gate::{Admission, DEDUP_MAX_PENDING, IngestGate};
 pub use output::{
     EngineOutput, InvalidRecord, LateRecord, LatestResults, RecordIdRef, StoredResult, Window, WindowResult,
 };
 pub use record::{Batch, NANO_UNITS, Record, RecordId, Value};
 pub use shard::Placement;
+pub use shard_engine::{ShardEngine, ShardOutcome};
 pub use stats::Stats;
 pub use time::{Nanos, WATERMARK_END, WATERMARK_NONE};
 pub use validate::{InvalidReason, validate};
 pub use watermark::{InputStatus, WatermarkTracker};
-
-use dimension::SeriesId;
-use shard::{EmitCtx, WindowShard};
-use stats::LastKey;
-
-/// Most out-of-order batch sequences remembered per agent by the deduper.
-pub const DEDUP_MAX_PENDING: usize = 4_096;
 
 /// What happened to one batch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -60,33 +60,43 @@ pub struct BatchOutcome {
     pub invalid: u32,
 }
 
-/// The single-stream window engine.
+/// The shard that owns every series of `metric`, out of `shards`: FNV-1a of the metric name,
+/// stable across processes and versions (checkpoints and replays route alike).
+pub fn shard_of(metric: &str, shards: usize) -> usize {
+    if shards <= 1 {
+        return 0;
+    }
+    let hash = metric.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    (hash % shards as u64) as usize
+}
+
+/// The window engine: an ingest gate in front of one or more shards.
 #[derive(Debug)]
 pub struct WindowEngine {
     config: EngineConfig,
-    tracker: WatermarkTracker,
-    dedup: BatchDeduper,
-    registry: SeriesRegistry,
-    agents: AgentTable,
-    shard: WindowShard,
-    counters: EngineCounters,
-    now: Nanos,
-    scratch: Vec<SeriesId>,
+    gate: IngestGate,
+    shards: Vec<ShardEngine>,
+    admitted: Vec<u32>,
+    routed: Vec<Vec<u32>>,
 }
 
 impl WindowEngine {
-    /// An engine for `config`, or why the configuration cannot be honoured.
+    /// A single-shard engine for `config`, or why the configuration cannot be honoured.
     pub fn new(config: EngineConfig) -> Result<WindowEngine, ConfigError> {
+        WindowEngine::with_shards(config, 1)
+    }
+
+    /// An engine whose series are spread over `shards` shards by metric (at least one). The
+    /// live-series limit is split evenly between them. Results equal the single-shard ones.
+    pub fn with_shards(config: EngineConfig, shards: usize) -> Result<WindowEngine, ConfigError> {
         config.validate()?;
+        let n = shards.max(1);
+        let per_shard = config.limits.max_series.div_ceil(n);
         Ok(WindowEngine {
-            tracker: WatermarkTracker::new(config.out_of_orderness, config.idle_timeout),
-            dedup: BatchDeduper::new(DEDUP_MAX_PENDING),
-            registry: SeriesRegistry::new(&config.dimensions, config.limits.max_series),
-            agents: AgentTable::default(),
-            shard: WindowShard::new(config.window, config.allowed_lateness, config.series_ttl),
-            counters: EngineCounters::default(),
-            now: WATERMARK_NONE,
-            scratch: Vec::new(),
+            gate: IngestGate::new(&config),
+            shards: (0..n).map(|_| ShardEngine::new(&config, per_shard)).collect(),
+            admitted: Vec::new(),
+            routed: vec![Vec::new(); n],
             config,
         })
     }
@@ -105,106 +115,53 @@ impl WindowEngine {
         now: Nanos,
         out: &mut dyn EngineOutput,
     ) -> BatchOutcome {
-        self.now = self.now.max(now);
-        let now = self.now;
-        self.counters.batches += 1;
-        if !self.dedup.first_delivery(batch.agent, batch.sequence) {
-            self.counters.duplicate_batches += 1;
-            self.counters.duplicate_records += batch.records.len() as u64;
-            return BatchOutcome { duplicate: true, ..BatchOutcome::default() };
-        }
-        let agent = self.agents.intern(batch.agent);
-        let watermark = self.shard.watermark();
-        let mut outcome = BatchOutcome::default();
-        let mut max_event: Option<Nanos> = None;
-        let mut series = std::mem::take(&mut self.scratch);
-        // Records of one agent batch mostly share cluster, node and tags: check and resolve
-        // that context once while it stays the same from one record to the next.
-        let mut prev: Option<&Record> = None;
-        let mut prev_context_valid = false;
-        let mut cache_matches_prev = false;
-        for (i, record) in batch.records.iter().enumerate() {
-            let index = u32::try_from(i).unwrap_or(u32::MAX);
-            let id = RecordIdRef { agent: batch.agent, sequence: batch.sequence, index };
-            self.counters.records_in += 1;
-            let same = prev.is_some_and(|p| validate::same_context(p, record));
-            prev = Some(record);
-            let cache_ok = same && cache_matches_prev;
-            cache_matches_prev = cache_ok;
-            let context = if same && prev_context_valid {
-                Ok(())
-            } else {
-                validate::validate_context(record, &self.config.limits)
-            };
-            prev_context_valid = context.is_ok();
-            if let Err(reason) = context.and_then(|()| validate::validate_point(record, &self.config.limits, now)) {
-                self.reject(id, record, reason, out, &mut outcome);
-                continue;
+        let mut admitted = std::mem::take(&mut self.admitted);
+        let admission = self.gate.admit(input, batch, now, out, &mut admitted);
+        let mut outcome =
+            BatchOutcome { duplicate: admission.duplicate, invalid: admission.invalid, ..BatchOutcome::default() };
+        let mut tally = |o: ShardOutcome| {
+            outcome.accepted += o.accepted;
+            outcome.late += o.late;
+            outcome.invalid += o.invalid;
+        };
+        if let [only] = self.shards.as_mut_slice() {
+            tally(only.add(batch, &admitted, out));
+        } else {
+            let n = self.shards.len();
+            for &i in &admitted {
+                if let Some(r) = batch.records.get(i as usize) {
+                    self.routed[shard_of(&r.metric, n)].push(i);
+                }
             }
-            max_event = Some(max_event.map_or(record.time, |m| m.max(record.time)));
-            let placement = self.shard.placement(record.time);
-            let late =
-                LateRecord { id, record, watermark, missed_windows: placement.missed, windows: placement.windows };
-            if late.dropped() {
-                self.counters.late_dropped += 1;
-                outcome.late += 1;
-                out.late(late);
-                continue;
-            }
-            let resolved = self.registry.resolve(record, cache_ok, &mut series);
-            cache_matches_prev = resolved.is_ok();
-            if resolved.is_err() {
-                self.reject(id, record, InvalidReason::CardinalityLimit, out, &mut outcome);
-                continue;
-            }
-            let key = LastKey { time: record.time, agent, sequence: batch.sequence, index };
-            for &s in &series {
-                self.shard.add(s, record.time, record.value, key, &self.agents);
-            }
-            self.counters.accepted += 1;
-            outcome.accepted += 1;
-            if late.missed_windows > 0 {
-                self.counters.late_partial += 1;
-                out.late(late);
+            for (shard, indices) in self.shards.iter_mut().zip(&mut self.routed) {
+                tally(shard.add(batch, indices, out));
+                indices.clear();
             }
         }
-        self.scratch = series;
-        self.tracker.observe(input, max_event, now);
-        let wm = self.tracker.advance(now);
-        self.advance_to(wm, out);
+        self.admitted = admitted;
+        if !admission.duplicate {
+            let wm = self.gate.advance(now);
+            self.advance_shards(wm, out);
+        }
         outcome
     }
 
-    fn reject(
-        &mut self,
-        id: RecordIdRef<'_>,
-        record: &Record,
-        reason: InvalidReason,
-        out: &mut dyn EngineOutput,
-        outcome: &mut BatchOutcome,
-    ) {
-        self.counters.invalid[reason.index()] += 1;
-        outcome.invalid += 1;
-        out.invalid(InvalidRecord { id, record, reason });
-    }
-
-    fn advance_to(&mut self, wm: Nanos, out: &mut dyn EngineOutput) {
-        let mut ctx = EmitCtx { registry: &mut self.registry, agents: &self.agents, out, counters: &mut self.counters };
-        self.shard.advance(wm, &mut ctx);
+    fn advance_shards(&mut self, wm: Nanos, out: &mut dyn EngineOutput) {
+        for shard in &mut self.shards {
+            shard.advance(wm, out);
+        }
     }
 
     /// Lets processing time pass with no data: idle inputs may release the watermark.
     pub fn handle_tick(&mut self, now: Nanos, out: &mut dyn EngineOutput) {
-        self.now = self.now.max(now);
-        let wm = self.tracker.advance(self.now);
-        self.advance_to(wm, out);
+        let wm = self.gate.advance(now);
+        self.advance_shards(wm, out);
     }
 
     /// Moves the watermark to at least `watermark` (from an upstream that tracks inputs).
     pub fn handle_watermark(&mut self, watermark: Nanos, out: &mut dyn EngineOutput) {
-        self.tracker.force(watermark);
-        let wm = self.tracker.current();
-        self.advance_to(wm, out);
+        let wm = self.gate.force(watermark);
+        self.advance_shards(wm, out);
     }
 
     /// End of input: fires every remaining window. Later records are late.
@@ -214,31 +171,40 @@ impl WindowEngine {
 
     /// The current global watermark.
     pub fn watermark(&self) -> Nanos {
-        self.shard.watermark()
+        self.gate.watermark()
     }
 
     /// The watermark tracker (per-input state for self-monitoring).
     pub fn tracker(&self) -> &WatermarkTracker {
-        &self.tracker
+        self.gate.tracker()
     }
 
-    /// Counters since start.
-    pub fn counters(&self) -> &EngineCounters {
-        &self.counters
+    /// Counters since start, summed over the gate and every shard.
+    pub fn counters(&self) -> EngineCounters {
+        let mut total = self.gate.counters().clone();
+        for shard in &self.shards {
+            total += shard.counters();
+        }
+        total
     }
 
-    /// Live series.
+    /// Live series over all shards.
     pub fn series_count(&self) -> usize {
-        self.registry.len()
+        self.shards.iter().map(ShardEngine::series_count).sum()
     }
 
-    /// Live accumulators (series × panes or sessions): the engine's state size.
+    /// Live accumulators (series × panes or sessions) over all shards: the state size.
     pub fn state_size(&self) -> usize {
-        self.shard.state_size()
+        self.shards.iter().map(ShardEngine::state_size).sum()
+    }
+
+    /// The shards, e.g. for per-shard self-monitoring.
+    pub fn shards(&self) -> &[ShardEngine] {
+        &self.shards
     }
 
     /// Sequence gaps the deduper gave up on (agents that skipped many batches).
     pub fn dedup_gaps_abandoned(&self) -> u64 {
-        self.dedup.gaps_abandoned()
+        self.gate.dedup_gaps_abandoned()
     }
 }
