@@ -191,6 +191,8 @@ struct Accepted {
     id: RecordId,
     record: Record,
     missed: BTreeSet<Nanos>,
+    /// The watermark the record was judged against.
+    watermark: Nanos,
 }
 
 #[derive(Debug)]
@@ -295,7 +297,7 @@ impl Model {
             if !missed.is_empty() {
                 self.partial.insert(id.clone());
             }
-            self.accepted.push(Accepted { id, record: r.clone(), missed });
+            self.accepted.push(Accepted { id, record: r.clone(), missed, watermark: self.wm });
         }
         let entry = self.inputs.entry(input.to_string()).or_insert((None, now));
         entry.1 = entry.1.max(self.now);
@@ -516,6 +518,10 @@ fn run(sc: Scenario) -> (meshmon_aggregator::engine::EngineCounters, u64) {
 /// Every record of a first delivery is accepted, late or invalid — once — and all state is
 /// freed after `finish`.
 fn check_accounting(model: &Model, engine: &WindowEngine, out: &LatestResults, records_in: u64) {
+    let accepted: BTreeMap<RecordId, Nanos> = out.accepted.iter().cloned().collect();
+    let want: BTreeMap<RecordId, Nanos> = model.accepted.iter().map(|a| (a.id.clone(), a.watermark)).collect();
+    assert_eq!(out.accepted.len(), accepted.len(), "each record accepted once");
+    assert_eq!(accepted, want, "accepted records and their arrival watermarks");
     let c = engine.counters();
     assert_eq!(c.records_in, records_in);
     assert!(c.balanced(), "{c:?}");

@@ -37,7 +37,8 @@ pub use dedup::BatchDeduper;
 pub use dimension::{Dimension, DimensionKind, SeriesKey, SeriesRegistry};
 pub use gate::{Admission, DEDUP_MAX_PENDING, IngestGate};
 pub use output::{
-    EngineOutput, InvalidRecord, LateRecord, LatestResults, RecordIdRef, StoredResult, Window, WindowResult,
+    AcceptedRecord, EngineOutput, InvalidRecord, LateRecord, LatestResults, RecordIdRef, StoredResult, Window,
+    WindowResult,
 };
 pub use record::{Batch, NANO_UNITS, Record, RecordId, Value};
 pub use shard::Placement;

@@ -87,8 +87,23 @@ impl RecordIdRef<'_> {
     }
 }
 
+/// A record counted in at least one window, with the watermark it was judged against (its
+/// windows are those holding its event time minus the ones with `end + lateness ≤ watermark`).
+/// Raw stores keep it so a drill-down returns exactly the records behind an aggregate point.
+#[derive(Debug, Clone, Copy)]
+pub struct AcceptedRecord<'a> {
+    /// Its identity.
+    pub id: RecordIdRef<'a>,
+    /// The record.
+    pub record: &'a Record,
+    /// The watermark at its arrival.
+    pub watermark: Nanos,
+}
+
 /// Receives everything the engine emits.
 pub trait EngineOutput {
+    /// A record was counted (called before any result that includes it). Default: ignored.
+    fn accepted(&mut self, _accepted: AcceptedRecord<'_>) {}
     /// A first result or a correction for (series, window).
     fn result(&mut self, result: WindowResult<'_>);
     /// The result stored under (series, window start) is superseded and must be deleted
@@ -117,6 +132,8 @@ pub struct StoredResult {
 pub struct LatestResults {
     /// Latest result per key.
     pub results: BTreeMap<(SeriesKey, Nanos), StoredResult>,
+    /// Accepted records with the watermark at their arrival.
+    pub accepted: Vec<(RecordId, Nanos)>,
     /// Late records (owned), with the missed/total window counts.
     pub late: Vec<(RecordId, Record, u32, u32)>,
     /// Invalid records (owned) with their reasons.
@@ -128,6 +145,10 @@ pub struct LatestResults {
 }
 
 impl EngineOutput for LatestResults {
+    fn accepted(&mut self, a: AcceptedRecord<'_>) {
+        self.accepted.push((a.id.to_owned(), a.watermark));
+    }
+
     fn result(&mut self, r: WindowResult<'_>) {
         self.emissions += 1;
         self.results.insert(

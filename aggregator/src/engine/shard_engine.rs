@@ -11,7 +11,7 @@ use super::config::EngineConfig;
 use super::counters::EngineCounters;
 use super::dimension::{SeriesId, SeriesRegistry};
 use super::gate::{record_id, reject};
-use super::output::{EngineOutput, LateRecord};
+use super::output::{AcceptedRecord, EngineOutput, LateRecord};
 use super::record::{Batch, Record};
 use super::shard::{EmitCtx, WindowShard};
 use super::stats::LastKey;
@@ -92,6 +92,7 @@ impl ShardEngine {
             }
             self.counters.accepted += 1;
             outcome.accepted += 1;
+            out.accepted(AcceptedRecord { id, record, watermark });
             if late.missed_windows > 0 {
                 self.counters.late_partial += 1;
                 out.late(late);
