@@ -6,3 +6,4 @@
 
 pub mod engine;
 pub mod synthetic;
+pub mod wire;

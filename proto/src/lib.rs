@@ -38,4 +38,6 @@ pub mod v1 {
 pub use convert::{
     DecimalError, TimeError, duration_to_nanos, nanos_to_duration, nanos_to_timestamp, timestamp_to_nanos,
 };
+/// The protobuf runtime the generated code uses (so dependents encode/decode with the same one).
+pub use prost;
 pub use prost_types::{Duration, Timestamp};

@@ -70,10 +70,14 @@ impl IngestGate {
     /// pushes the indices of valid records to `admitted` (cleared first), emits invalid ones,
     /// and notes the batch's event-time progress for `input`. The watermark moves only on
     /// [`advance`](Self::advance), after the admitted records were placed.
+    ///
+    /// `defects` (ascending by index) are records the wire decoder could not convert: they are
+    /// refused with the given reason whatever the placeholder record at that index holds.
     pub fn admit(
         &mut self,
         input: &str,
         batch: &Batch<'_>,
+        defects: &[(u32, InvalidReason)],
         now: Nanos,
         out: &mut dyn EngineOutput,
         admitted: &mut Vec<u32>,
@@ -93,9 +97,17 @@ impl IngestGate {
         // once while it stays the same from one record to the next.
         let mut prev: Option<&Record> = None;
         let mut prev_context_valid = false;
+        let mut defects = defects.iter().peekable();
         for (i, record) in batch.records.iter().enumerate() {
             let index = u32::try_from(i).unwrap_or(u32::MAX);
             self.counters.records_in += 1;
+            while defects.next_if(|(at, _)| *at < index).is_some() {}
+            if let Some((_, reason)) = defects.next_if(|(at, _)| *at == index) {
+                reject(&mut self.counters, out, record_id(batch, index), record, *reason);
+                admission.invalid += 1;
+                prev = None;
+                continue;
+            }
             let same = prev.is_some_and(|p| validate::same_context(p, record));
             prev = Some(record);
             let context =

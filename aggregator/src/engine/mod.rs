@@ -116,8 +116,21 @@ impl WindowEngine {
         now: Nanos,
         out: &mut dyn EngineOutput,
     ) -> BatchOutcome {
+        self.process_decoded(input, batch, &[], now, out)
+    }
+
+    /// [`process_batch`](Self::process_batch) for a batch decoded from the wire, where
+    /// `defects` (ascending by index) name records that could not be converted and why.
+    pub fn process_decoded(
+        &mut self,
+        input: &str,
+        batch: &Batch<'_>,
+        defects: &[(u32, InvalidReason)],
+        now: Nanos,
+        out: &mut dyn EngineOutput,
+    ) -> BatchOutcome {
         let mut admitted = std::mem::take(&mut self.admitted);
-        let admission = self.gate.admit(input, batch, now, out, &mut admitted);
+        let admission = self.gate.admit(input, batch, defects, now, out, &mut admitted);
         let mut outcome =
             BatchOutcome { duplicate: admission.duplicate, invalid: admission.invalid, ..BatchOutcome::default() };
         let mut tally = |o: ShardOutcome| {

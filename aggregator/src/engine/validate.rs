@@ -37,11 +37,17 @@ pub enum InvalidReason {
     TooOld,
     /// Accepting the record would create more live series than `max_series`.
     CardinalityLimit,
+    /// The wire record carried no value.
+    MissingValue,
+    /// The wire record's decimal broke the encoding rules (nanos range or mixed signs).
+    InvalidDecimal,
+    /// The wire record carried no event time, or an invalid one (nanos out of range).
+    MissingTime,
 }
 
 impl InvalidReason {
     /// Every reason, in counter order.
-    pub const ALL: [InvalidReason; 12] = [
+    pub const ALL: [InvalidReason; 15] = [
         InvalidReason::NonFiniteValue,
         InvalidReason::EmptyMetric,
         InvalidReason::NameTooLong,
@@ -54,6 +60,9 @@ impl InvalidReason {
         InvalidReason::FutureTime,
         InvalidReason::TooOld,
         InvalidReason::CardinalityLimit,
+        InvalidReason::MissingValue,
+        InvalidReason::InvalidDecimal,
+        InvalidReason::MissingTime,
     ];
 
     /// Stable snake_case name.
@@ -71,6 +80,9 @@ impl InvalidReason {
             InvalidReason::FutureTime => "future_time",
             InvalidReason::TooOld => "too_old",
             InvalidReason::CardinalityLimit => "cardinality_limit",
+            InvalidReason::MissingValue => "missing_value",
+            InvalidReason::InvalidDecimal => "invalid_decimal",
+            InvalidReason::MissingTime => "missing_time",
         }
     }
 
