@@ -4,6 +4,13 @@
 //! event-time core (no I/O, no actors, no wall clock); the actor topology, sources and
 //! sinks that drive it are built on top of it in later modules.
 
+pub mod batch_mode;
+pub mod config;
 pub mod engine;
+pub mod http;
+pub mod runtime;
+pub mod server;
+pub mod source;
+pub mod store;
 pub mod synthetic;
 pub mod wire;

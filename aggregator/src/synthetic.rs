@@ -55,6 +55,12 @@ impl FleetShape {
     }
 }
 
+impl Default for FleetShape {
+    fn default() -> Self {
+        FleetShape::reference()
+    }
+}
+
 /// One batch as an agent sends it.
 #[derive(Debug, Clone)]
 pub struct SynthBatch {

@@ -52,6 +52,27 @@ impl Value {
     }
 }
 
+impl std::fmt::Display for Value {
+    /// Doubles in Rust's shortest round-trip form; decimals as exact text with trailing zeros
+    /// trimmed (`-1.5`, `0.000000001`, `42`).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            Value::Float(v) => write!(f, "{v}"),
+            Value::Decimal(n) => {
+                let sign = if n < 0 { "-" } else { "" };
+                let abs = n.unsigned_abs();
+                let (units, nanos) = (abs / NANO_UNITS as u128, abs % NANO_UNITS as u128);
+                if nanos == 0 {
+                    write!(f, "{sign}{units}")
+                } else {
+                    let frac = format!("{nanos:09}");
+                    write!(f, "{sign}{units}.{}", frac.trim_end_matches('0'))
+                }
+            }
+        }
+    }
+}
+
 /// One metric record as the engine sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -89,4 +110,20 @@ pub struct RecordId {
     pub sequence: u64,
     /// The index within the batch.
     pub index: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_print_exactly() {
+        assert_eq!(Value::Decimal(-1_500_000_000).to_string(), "-1.5");
+        assert_eq!(Value::Decimal(1).to_string(), "0.000000001");
+        assert_eq!(Value::Decimal(-1).to_string(), "-0.000000001");
+        assert_eq!(Value::Decimal(42 * NANO_UNITS).to_string(), "42");
+        assert_eq!(Value::Decimal(i128::MIN).to_string().len(), 41);
+        assert_eq!(Value::Float(0.1).to_string(), "0.1");
+        assert_eq!(Value::Float(-2.0).to_string(), "-2");
+    }
 }

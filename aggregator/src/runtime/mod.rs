@@ -1,0 +1,107 @@
+//! The serving runtime: the actor graph that drives the window engine.
+//!
+//! Role: `Pipeline::start` builds, inside a running actix system, gRPC ingest → `RouterActor`
+//! (gate, dedup, watermark) → N `ShardActor`s (one per core by default, each on its own
+//! thread, series sharded by metric) → `StoreActor` (embedded store, its own thread). Watermarks
+//! and ticks travel the same mailboxes as data. Mailboxes are bounded and every hop awaits the
+//! next, so a slow store slows ingest rather than losing data. Touches the store file, the
+//! listening socket and the wall clock (here only).
+
+pub mod clock;
+pub mod ingest;
+pub mod messages;
+pub mod metrics;
+pub mod router;
+pub mod shard;
+pub mod store;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::{Actor, Addr, Arbiter};
+
+use crate::engine::{ConfigError, EngineConfig, Nanos};
+use crate::store::{EmbeddedStore, StoreConfig, StoreError};
+use metrics::RuntimeMetrics;
+use router::RouterActor;
+use shard::ShardActor;
+use store::StoreActor;
+
+/// How to run the pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// The window engine.
+    pub engine: EngineConfig,
+    /// Window shards (threads); 0 means one per core.
+    pub shards: usize,
+    /// The embedded store file.
+    pub store_path: PathBuf,
+    /// The embedded store layout and retention.
+    pub store: StoreConfig,
+    /// How often idle inputs are re-checked (processing time).
+    pub tick_every: Duration,
+    /// A shard writes what it collected at least this often.
+    pub flush_every: Duration,
+    /// How often retention is enforced.
+    pub retention_every: Duration,
+}
+
+/// The pipeline could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The engine configuration is not usable.
+    #[error("engine configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+}
+
+/// A running pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// The router (send it `IngestBatch`es).
+    pub router: Addr<RouterActor>,
+    /// The store, for queries (reads run concurrently with the store actor's writes).
+    pub store: Arc<EmbeddedStore>,
+    /// Self-metrics.
+    pub metrics: Arc<RuntimeMetrics>,
+    /// The configuration it runs with.
+    pub config: Arc<PipelineConfig>,
+}
+
+impl Pipeline {
+    /// Opens the store and starts the actors. Must run inside an actix system.
+    pub fn start(config: PipelineConfig) -> Result<Pipeline, StartError> {
+        config.engine.validate()?;
+        let n = if config.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.shards
+        };
+        let store = Arc::new(EmbeddedStore::open(&config.store_path, config.store)?);
+        let metrics = Arc::new(RuntimeMetrics::new(n));
+        let store_actor = {
+            let (store, metrics, every) = (store.clone(), metrics.clone(), config.retention_every);
+            StoreActor::start_in_arbiter(&Arbiter::new().handle(), move |_| StoreActor::new(store, metrics, every))
+        };
+        let per_shard = config.engine.limits.max_series.div_ceil(n);
+        let flush_every = Nanos::try_from(config.flush_every.as_nanos()).unwrap_or(Nanos::MAX);
+        let shards = (0..n)
+            .map(|i| {
+                let (engine, store, metrics) = (config.engine.clone(), store_actor.clone(), metrics.clone());
+                ShardActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                    ShardActor::new(i, &engine, per_shard, store, metrics, flush_every)
+                })
+            })
+            .collect();
+        let router = RouterActor::new(&config.engine, shards, store_actor, metrics.clone(), config.tick_every).start();
+        Ok(Pipeline { router, store, metrics, config: Arc::new(config) })
+    }
+
+    /// The gRPC ingest service of this pipeline.
+    pub fn ingest_service(&self) -> ingest::IngestService {
+        ingest::IngestService::new(self.router.clone(), self.metrics.clone())
+    }
+}

@@ -1,0 +1,109 @@
+//! `ShardActor`: one `ShardEngine` on its own thread.
+//!
+//! Role: owns the window state of the series routed to it (by metric). Adds the records of
+//! each `ShardBatch`, and on each `Advance` fires and frees windows, then hands what it
+//! collected — raw rows, results, corrections, retractions, late records — to the store as
+//! one transaction, awaiting it (backpressure). Transactions are grouped: a flush happens when
+//! the watermark moved, when enough items are pending, or when `flush_every` passed.
+//! Touches its engine, its sink, the store actor's mailbox and the metrics.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, WrapFuture};
+
+use super::messages::{Advance, Persist, PipelineError, ShardBatch};
+use super::metrics::{RuntimeMetrics, ShardGauges};
+use super::store::StoreActor;
+use crate::engine::{EngineConfig, Nanos, ShardEngine};
+use crate::store::WriteBatchSink;
+
+/// Items pending in a shard that force a store flush.
+const FLUSH_ITEMS: usize = 8_192;
+
+/// A window shard actor.
+#[derive(Debug)]
+pub struct ShardActor {
+    index: usize,
+    engine: ShardEngine,
+    sink: WriteBatchSink,
+    store: Addr<StoreActor>,
+    metrics: Arc<RuntimeMetrics>,
+    flush_every: Nanos,
+    last_flush: Nanos,
+    last_watermark: Nanos,
+}
+
+impl ShardActor {
+    /// Shard `index` for `config`, holding at most `max_series` series, writing to `store`.
+    pub fn new(
+        index: usize,
+        config: &EngineConfig,
+        max_series: usize,
+        store: Addr<StoreActor>,
+        metrics: Arc<RuntimeMetrics>,
+        flush_every: Nanos,
+    ) -> ShardActor {
+        ShardActor {
+            index,
+            engine: ShardEngine::new(config, max_series),
+            sink: WriteBatchSink::new(config.window),
+            store,
+            metrics,
+            flush_every,
+            last_flush: 0,
+            last_watermark: Nanos::MIN,
+        }
+    }
+
+    fn publish(&self) {
+        let gauges =
+            ShardGauges { series: self.engine.series_count() as u64, state_size: self.engine.state_size() as u64 };
+        self.metrics.publish_shard(self.index, self.engine.counters(), gauges);
+    }
+}
+
+impl Actor for ShardActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(64);
+    }
+}
+
+impl Handler<ShardBatch> for ShardActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: ShardBatch, _: &mut Context<Self>) {
+        self.metrics.shard_mailbox[self.index].fetch_sub(1, Ordering::Relaxed);
+        let b = &msg.batch;
+        self.sink.begin(msg.now, &b.agent, b.sequence, b.raw.clone());
+        self.engine.add(&b.batch(), &msg.indices, &mut self.sink);
+    }
+}
+
+impl Handler<Advance> for ShardActor {
+    type Result = AtomicResponse<Self, Result<(), PipelineError>>;
+
+    fn handle(&mut self, msg: Advance, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.shard_mailbox[self.index].fetch_sub(1, Ordering::Relaxed);
+        self.sink.begin(msg.now, "", 0, Vec::new());
+        self.engine.advance(msg.watermark, &mut self.sink);
+        self.publish();
+        let moved = msg.watermark != self.last_watermark;
+        self.last_watermark = msg.watermark;
+        let pending = self.sink.batch().len();
+        let due =
+            msg.flush || moved || pending >= FLUSH_ITEMS || msg.now.saturating_sub(self.last_flush) >= self.flush_every;
+        if pending == 0 || !due {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(()))));
+        }
+        self.last_flush = msg.now;
+        let batch = self.sink.take();
+        self.metrics.store_mailbox.fetch_add(1, Ordering::Relaxed);
+        let send = self.store.send(Persist(batch));
+        AtomicResponse::new(Box::pin(
+            async move { send.await?.map_err(PipelineError::from) }.into_actor(self).map(|result, _, _| result),
+        ))
+    }
+}
