@@ -163,25 +163,28 @@ fn pipeline_stores_what_the_engine_computes() {
     let duplicates: Vec<_> = acks.iter().filter(|a| a.2 == AckStatus::Duplicate as i32).collect();
     assert_eq!(duplicates, [&("agent-n2".to_string(), 2, AckStatus::Duplicate as i32)]);
 
-    // Wait (polling, with a deadline) until the store holds every expected point.
+    // Wait (polling, with a deadline) until the store holds every expected point. The system
+    // keeps running meanwhile: the router's ticks drive the shards' timed flushes.
     let spec = engine_config().window;
     let deadline = Instant::now() + Duration::from_secs(30);
-    let stored = loop {
-        let mut stored = BTreeMap::new();
-        for (series, start) in expected.results.keys() {
-            let points =
-                pipeline.store.query_points(&series.metric, &series.dimension, &spec, *start, start + 1).unwrap();
-            if let Some(p) = points.into_iter().next() {
-                stored.insert((series.clone(), *start), p);
+    let stored = system.block_on(async {
+        loop {
+            let mut stored = BTreeMap::new();
+            for (series, start) in expected.results.keys() {
+                let points =
+                    pipeline.store.query_points(&series.metric, &series.dimension, &spec, *start, start + 1).unwrap();
+                if let Some(p) = points.into_iter().next() {
+                    stored.insert((series.clone(), *start), p);
+                }
             }
+            let done = stored.len() == expected.results.len()
+                && stored.iter().all(|(k, p)| p.stats == expected.results[k].stats);
+            if done || Instant::now() > deadline {
+                break stored;
+            }
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
         }
-        let done =
-            stored.len() == expected.results.len() && stored.iter().all(|(k, p)| p.stats == expected.results[k].stats);
-        if done || Instant::now() > deadline {
-            break stored;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    });
     for (key, want) in &expected.results {
         let got = stored.get(key).unwrap_or_else(|| panic!("missing point {key:?}"));
         assert_eq!(got.stats, want.stats, "stats of {key:?}");
