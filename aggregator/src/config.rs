@@ -343,7 +343,7 @@ impl AggregatorConfig {
             store_path: self.store.data_dir.join("store.redb"),
             store,
             tick_every: Duration::from_millis(500),
-            flush_every: Duration::from_millis(250),
+            flush_every: Duration::from_secs(1),
             retention_every: Duration::from_secs(60),
         })
     }

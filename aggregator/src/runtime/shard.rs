@@ -19,7 +19,7 @@ use crate::engine::{EngineConfig, Nanos, ShardEngine};
 use crate::store::WriteBatchSink;
 
 /// Items pending in a shard that force a store flush.
-const FLUSH_ITEMS: usize = 8_192;
+const FLUSH_ITEMS: usize = 65_536;
 
 /// A window shard actor.
 #[derive(Debug)]
