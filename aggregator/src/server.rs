@@ -17,6 +17,9 @@ use crate::http::{HttpState, configure};
 use crate::runtime::messages::Flush;
 use crate::runtime::{Pipeline, StartError};
 
+/// How long a stopping server lets open ingest streams finish.
+pub const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running server.
 #[derive(Debug)]
 pub struct RunningServer {
@@ -101,9 +104,16 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
 
 impl RunningServer {
     /// Stops taking batches, makes every shard write what it collected, closes the servers.
-    pub async fn stop(self) {
+    ///
+    /// Agents keep their ingest streams open, so the gRPC server gets [`GRPC_DRAIN`] to finish
+    /// the batches in hand; then it is cut off. A batch cut off is not acknowledged, so its agent
+    /// sends it again (to this aggregator after a restart, or another): nothing is lost.
+    pub async fn stop(mut self) {
         let _ = self.grpc_stop.send(());
-        let _ = self.grpc_done.await;
+        if tokio::time::timeout(GRPC_DRAIN, &mut self.grpc_done).await.is_err() {
+            tracing::warn!(drain = ?GRPC_DRAIN, "gRPC clients still connected: closing their streams");
+            self.grpc_done.abort();
+        }
         match self.pipeline.router.send(Flush).await {
             Ok(Ok(())) => tracing::info!("pipeline flushed"),
             Ok(Err(e)) => tracing::error!(error = %e, "flush failed"),

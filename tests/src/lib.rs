@@ -95,6 +95,104 @@ impl Proc {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// Waits up to `timeout` for a log line for which `pick` returns `Some`, and returns that;
+    /// fails at once (with the log) if the process exits first.
+    pub fn wait_for_log_line<T>(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        mut pick: impl FnMut(&str) -> Option<T>,
+    ) -> Result<T, String> {
+        let mut exited = None;
+        let found = wait_for(what, timeout, || {
+            if let Some(found) = self.log_text().lines().find_map(&mut pick) {
+                return Some(Some(found));
+            }
+            exited = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten());
+            exited.is_some().then_some(None)
+        });
+        match found {
+            Ok(Some(found)) => Ok(found),
+            Ok(None) => Err(format!("{} exited ({exited:?}) before {what}; log:\n{}", self.name, self.log_text())),
+            Err(e) => Err(format!("{e}; {} log:\n{}", self.name, self.log_text())),
+        }
+    }
+}
+
+/// Prints the named logs to stderr when dropped during a panic (a failing test), so the
+/// processes' side of the story is in the test output.
+#[derive(Debug, Default)]
+pub struct LogsOnFailure(pub Vec<(String, PathBuf)>);
+
+impl LogsOnFailure {
+    /// Also print `proc`'s log on failure.
+    pub fn add(&mut self, proc: &Proc) {
+        self.0.push((proc.name.clone(), proc.log.clone()));
+    }
+}
+
+impl Drop for LogsOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for (name, path) in &self.0 {
+                let text = std::fs::read_to_string(path).unwrap_or_else(|e| format!("(unreadable: {e})"));
+                eprintln!("----- log of {name} ({}) -----\n{text}----- end of {name} log -----", path.display());
+            }
+        }
+    }
+}
+
+/// A running `meshmon-aggregator serve` on loopback ports chosen by the OS.
+#[derive(Debug)]
+pub struct Aggregator {
+    /// The process.
+    pub proc: Proc,
+    /// gRPC `Ingest` address.
+    pub grpc: SocketAddr,
+    /// HTTP address (API, `/metrics`, the page).
+    pub http: SocketAddr,
+}
+
+impl Aggregator {
+    /// Writes `config_toml` to `dir/aggregator.toml` and starts `meshmon-aggregator serve` with
+    /// it, a data directory in `dir` and port 0 for both listeners; returns once it printed
+    /// the addresses it bound.
+    pub fn start(dir: &Path, config_toml: &str) -> Result<Aggregator, String> {
+        let bin = binary("meshmon-aggregator", "meshmon-aggregator")?;
+        let config = dir.join("aggregator.toml");
+        std::fs::write(&config, config_toml).map_err(|e| e.to_string())?;
+        let data = dir.join("aggregator-data");
+        let args = [
+            "serve",
+            "--config",
+            path_str(&config)?,
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path_str(&data)?,
+        ];
+        let mut proc = Proc::start("aggregator", &bin, &args, &[], dir)?;
+        // "meshmon aggregator: gRPC ingest 127.0.0.1:P, HTTP http://127.0.0.1:Q/"
+        let (grpc, http) = proc.wait_for_log_line("the aggregator's addresses", Duration::from_secs(60), |line| {
+            let rest = line.strip_prefix("meshmon aggregator: gRPC ingest ")?;
+            let (grpc, http) = rest.split_once(", HTTP http://")?;
+            Some((grpc.parse().ok()?, http.trim_end_matches('/').parse().ok()?))
+        })?;
+        Ok(Aggregator { proc, grpc, http })
+    }
+}
+
+/// A path as UTF-8 text (for command-line arguments).
+pub fn path_str(path: &Path) -> Result<&str, String> {
+    path.to_str().ok_or_else(|| format!("path is not UTF-8: {}", path.display()))
+}
+
+/// The value of an unlabelled sample `name` in Prometheus text.
+pub fn prometheus_value(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 impl Drop for Proc {
@@ -156,8 +254,24 @@ pub fn http(method: &str, addr: SocketAddr, path: &str, body: Option<(&str, &[u8
     if let Some((_, bytes)) = body {
         stream.write_all(bytes).map_err(|e| e.to_string())?;
     }
+    // Read to the end of the body: to EOF, or as far as Content-Length says when the server
+    // keeps the connection open despite `Connection: close` (Chromium's DevTools server does).
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        raw.extend_from_slice(&buf[..n]);
+        if let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| l.strip_prefix("content-length:")?.trim().parse::<usize>().ok());
+            if length.is_some_and(|len| raw.len() >= split + 4 + len) {
+                break;
+            }
+        }
+    }
     parse_response(&raw)
 }
 
@@ -228,5 +342,13 @@ mod tests {
         .unwrap();
         assert_eq!((r.status, r.text().as_str()), (404, "abcde"));
         assert_eq!(query_value("tag:env=a b"), "tag%3Aenv%3Da%20b");
+    }
+
+    #[test]
+    fn reads_unlabelled_prometheus_samples() {
+        let text = "# HELP a_total x\na_total 3\na_total_more 5\nb{shard=\"0\"} 1\nc 2.5\n";
+        assert_eq!(prometheus_value(text, "a_total"), Some(3.0));
+        assert_eq!(prometheus_value(text, "c"), Some(2.5));
+        assert_eq!(prometheus_value(text, "b"), None);
     }
 }

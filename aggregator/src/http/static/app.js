@@ -307,7 +307,15 @@
       to: to,
     });
     state.points = body.points || [];
-    drawAll(from, to);
+    // The time axis spans the points returned (first start to last end), not the whole
+    // requested range, so fresh data is not squeezed against the right edge.
+    if (state.points.length) {
+      const first = state.points.reduce((m, p) => Math.min(m, p.start), Infinity);
+      const last = state.points.reduce((m, p) => Math.max(m, p.end), -Infinity);
+      drawAll(first, last);
+    } else {
+      drawAll(from, to);
+    }
   }
 
   async function loadHealth() {
