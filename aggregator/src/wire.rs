@@ -25,8 +25,8 @@ pub struct DecodedBatch {
     pub sent_at: Option<Nanos>,
     /// One record per wire record, in wire order (placeholders at defect indices).
     pub records: Vec<Record>,
-    /// Raw payloads, aligned with `records`.
-    pub raw: Vec<Option<Vec<u8>>>,
+    /// Raw payloads, aligned with `records` (shared by every actor that handles the batch).
+    pub raw: std::sync::Arc<[Option<Vec<u8>>]>,
     /// Records that could not be converted, ascending by index, with the reason.
     pub defects: Vec<(u32, InvalidReason)>,
 }
@@ -66,7 +66,7 @@ pub fn decode_batch(batch: RecordBatch) -> DecodedBatch {
         sequence: batch.sequence,
         sent_at: batch.sent_at.as_ref().and_then(|t| timestamp_to_nanos(t).ok()),
         records,
-        raw,
+        raw: raw.into(),
         defects,
     }
 }

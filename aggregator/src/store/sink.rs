@@ -7,6 +7,8 @@
 //! counted, so they are raw rows, not dead letters. Raw payloads of the batch being processed
 //! are attached by index. Touches only the engine's output types and `batch.rs`.
 
+use std::sync::Arc;
+
 use super::batch::{AggregateChange, DeadLetter, RawWrite, WriteBatch};
 use crate::engine::{
     AcceptedRecord, EngineOutput, InvalidRecord, LateRecord, Nanos, Record, RecordIdRef, SeriesKey, WindowResult,
@@ -20,7 +22,7 @@ pub struct WriteBatchSink {
     arrival: Nanos,
     agent: String,
     sequence: u64,
-    payloads: Vec<Option<Vec<u8>>>,
+    payloads: Arc<[Option<Vec<u8>>]>,
     batch: WriteBatch,
 }
 
@@ -32,7 +34,7 @@ impl WriteBatchSink {
             arrival: 0,
             agent: String::new(),
             sequence: 0,
-            payloads: Vec::new(),
+            payloads: Arc::from([]),
             batch: WriteBatch::default(),
         }
     }
@@ -40,12 +42,13 @@ impl WriteBatchSink {
     /// Call before handing the engine a batch (or a tick) that arrives at processing time
     /// `arrival`: dead letters are stamped with it, and records of (`agent`, `sequence`) get
     /// the raw payload at their index in `payloads`.
-    pub fn begin(&mut self, arrival: Nanos, agent: &str, sequence: u64, payloads: Vec<Option<Vec<u8>>>) {
+    /// `payloads` is shared, not copied: pass the batch's `Arc` (a `Vec` converts too).
+    pub fn begin(&mut self, arrival: Nanos, agent: &str, sequence: u64, payloads: impl Into<Arc<[Option<Vec<u8>>]>>) {
         self.arrival = arrival;
         self.agent.clear();
         self.agent.push_str(agent);
         self.sequence = sequence;
-        self.payloads = payloads;
+        self.payloads = payloads.into();
     }
 
     /// The batch collected so far.
