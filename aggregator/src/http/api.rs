@@ -66,21 +66,11 @@ fn anchor_ms(state: &HttpState) -> i64 {
     watermark_ms(&state.metrics).unwrap_or_else(|| ns_to_ms(now_nanos()))
 }
 
-/// Live series summed over shards, read from the rendered `meshmon_series{shard=…}` gauges.
-fn live_series(metrics: &RuntimeMetrics) -> u64 {
-    metrics
-        .render()
-        .lines()
-        .filter(|l| l.starts_with("meshmon_series{"))
-        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<u64>().ok()))
-        .fold(0, u64::saturating_add)
-}
-
 async fn healthz(state: web::Data<HttpState>) -> ApiResult {
     ok_json(&json!({
         "status": "ok",
         "watermark_ms": watermark_ms(&state.metrics),
-        "series": live_series(&state.metrics),
+        "series": state.metrics.series(),
     }))
 }
 

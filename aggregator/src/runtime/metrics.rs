@@ -106,6 +106,11 @@ impl RuntimeMetrics {
         total
     }
 
+    /// Live series summed over the shards.
+    pub fn series(&self) -> u64 {
+        self.shards.iter().filter_map(|s| s.lock().ok()).map(|s| s.1.series).sum()
+    }
+
     /// The current global watermark.
     pub fn watermark(&self) -> Nanos {
         self.watermark.load(Ordering::Relaxed)
