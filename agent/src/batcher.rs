@@ -1,6 +1,6 @@
-//! Batching: records in, numbered `RecordBatch`es out into a bounded queue.
+//! Batching: records in, numbered `WireBatch`es out into a bounded queue.
 //!
-//! Role: [`Batcher`] collects records into the open batch and closes it when it holds
+//! Role: [`Batcher`] collects records (encoded, `wire.rs`) into the open batch and closes it when it holds
 //! `batch_max_records` records or when its first record is `batch_max_delay` old
 //! ([`Batcher::run_timer`]), whichever comes first. A closed batch gets the agent id and the next
 //! sequence number (`sequence.rs`) and goes into the **bounded queue** that the sender drains.
@@ -15,12 +15,15 @@
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use meshmon_proto::v1::{Record, RecordBatch};
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use crate::metrics::{DropReason, Metrics};
 use crate::sequence::{SequenceAllocator, SequenceError};
+use crate::wire::{WireBatch, WireRecord};
+
+/// Capacity a fresh open batch starts with (less when batches are smaller).
+const OPEN_CAPACITY: usize = 4096;
 
 /// When a batch closes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +70,10 @@ pub enum SubmitError {
 }
 
 struct State {
-    open: Vec<Record>,
+    open: Vec<WireRecord>,
     deadline: Option<Instant>,
     sequences: SequenceAllocator,
-    queue: Option<mpsc::Sender<RecordBatch>>,
+    queue: Option<mpsc::Sender<WireBatch>>,
 }
 
 /// Turns records into sequenced batches in a bounded queue. Shared by all producers.
@@ -89,7 +92,7 @@ impl std::fmt::Debug for Batcher {
     }
 }
 
-type Permits<'a> = mpsc::PermitIterator<'a, RecordBatch>;
+type Permits<'a> = mpsc::PermitIterator<'a, WireBatch>;
 
 impl Batcher {
     /// A batcher feeding a new queue of `capacity` batches; returns the queue's receiving end.
@@ -99,7 +102,7 @@ impl Batcher {
         capacity: usize,
         sequences: SequenceAllocator,
         metrics: Arc<Metrics>,
-    ) -> (Batcher, mpsc::Receiver<RecordBatch>) {
+    ) -> (Batcher, mpsc::Receiver<WireBatch>) {
         let limits = BatchLimits { max_records: limits.max_records.max(1), max_delay: limits.max_delay };
         let capacity = capacity.max(1);
         let (tx, rx) = mpsc::channel(capacity);
@@ -126,7 +129,7 @@ impl Batcher {
     /// # Errors
     /// [`SubmitError::QueueFull`], [`SubmitError::TooLarge`], [`SubmitError::Closed`] or
     /// [`SubmitError::Sequence`]; nothing was added then.
-    pub fn try_submit(&self, records: Vec<Record>) -> Result<(), SubmitError> {
+    pub fn try_submit(&self, records: Vec<WireRecord>) -> Result<(), SubmitError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -153,7 +156,7 @@ impl Batcher {
     ///
     /// # Errors
     /// [`SubmitError::Closed`] or [`SubmitError::Sequence`].
-    pub async fn submit(&self, mut records: Vec<Record>) -> Result<(), SubmitError> {
+    pub async fn submit(&self, mut records: Vec<WireRecord>) -> Result<(), SubmitError> {
         let part = self.limits.max_records.saturating_mul(self.capacity);
         while records.len() > part {
             let rest = records.split_off(part);
@@ -163,7 +166,7 @@ impl Batcher {
         self.submit_part(records).await
     }
 
-    async fn submit_part(&self, records: Vec<Record>) -> Result<(), SubmitError> {
+    async fn submit_part(&self, records: Vec<WireRecord>) -> Result<(), SubmitError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -197,7 +200,12 @@ impl Batcher {
 
     /// Appends `records` to the open batch, closing full batches into the reserved slots.
     /// `permits` must hold at least `closes(open, records.len())` slots.
-    fn fill(&self, st: &mut State, records: Vec<Record>, mut permits: Option<Permits<'_>>) -> Result<(), SubmitError> {
+    fn fill(
+        &self,
+        st: &mut State,
+        records: Vec<WireRecord>,
+        mut permits: Option<Permits<'_>>,
+    ) -> Result<(), SubmitError> {
         let n = records.len();
         let needed = self.closes(st.open.len(), n);
         let mut sequence = if needed > 0 { st.sequences.allocate(needed as u64)? } else { 0 };
@@ -230,14 +238,14 @@ impl Batcher {
         Ok(())
     }
 
-    fn take_open(&self, st: &mut State, sequence: u64) -> RecordBatch {
+    fn take_open(&self, st: &mut State, sequence: u64) -> WireBatch {
         st.deadline = None;
-        let records = std::mem::take(&mut st.open);
-        RecordBatch { agent_id: self.agent_id.clone(), sequence, sent_at: None, records }
+        let records = std::mem::replace(&mut st.open, Vec::with_capacity(self.limits.max_records.min(OPEN_CAPACITY)));
+        WireBatch { agent_id: self.agent_id.clone(), sequence, records }
     }
 
     /// Closes the open batch into `permit` (allocating its sequence number).
-    fn close_into(&self, st: &mut State, permit: mpsc::Permit<'_, RecordBatch>) -> Result<(), SequenceError> {
+    fn close_into(&self, st: &mut State, permit: mpsc::Permit<'_, WireBatch>) -> Result<(), SequenceError> {
         let sequence = st.sequences.allocate(1)?;
         let batch = self.take_open(st, sequence);
         self.metrics.queue(batch.records.len(), true);
@@ -292,7 +300,7 @@ impl Batcher {
         }
     }
 
-    fn close_or_retry(&self, st: &mut State, permit: mpsc::Permit<'_, RecordBatch>) {
+    fn close_or_retry(&self, st: &mut State, permit: mpsc::Permit<'_, WireBatch>) {
         if let Err(e) = self.close_into(st, permit) {
             self.metrics.warn_limited("sequence", &format!("cannot close batch, will retry: {e}"));
             st.deadline = Some(Instant::now() + self.limits.max_delay);
@@ -330,12 +338,9 @@ mod tests {
 
     use super::*;
     use crate::record::double_record;
+    use meshmon_proto::v1::Record;
 
-    fn batcher(
-        max: usize,
-        delay_ms: u64,
-        cap: usize,
-    ) -> (Arc<Batcher>, mpsc::Receiver<RecordBatch>, tempfile::TempDir) {
+    fn batcher(max: usize, delay_ms: u64, cap: usize) -> (Arc<Batcher>, mpsc::Receiver<WireBatch>, tempfile::TempDir) {
         let dir = tempfile::tempdir().unwrap();
         let seq = SequenceAllocator::open(dir.path()).unwrap();
         let limits = BatchLimits { max_records: max, max_delay: Duration::from_millis(delay_ms) };
@@ -343,12 +348,15 @@ mod tests {
         (Arc::new(b), rx, dir)
     }
 
-    fn recs(range: std::ops::Range<u32>) -> Vec<Record> {
-        range.map(|i| double_record(format!("m{i}"), f64::from(i), meshmon_proto::nanos_to_timestamp(0))).collect()
+    fn recs(range: std::ops::Range<u32>) -> Vec<WireRecord> {
+        range
+            .map(|i| double_record(format!("m{i}"), f64::from(i), meshmon_proto::nanos_to_timestamp(0)))
+            .map(|r: Record| WireRecord::encode(&r))
+            .collect()
     }
 
-    fn names(b: &RecordBatch) -> Vec<String> {
-        b.records.iter().map(|r| r.metric.clone()).collect()
+    fn names(b: &WireBatch) -> Vec<String> {
+        b.records.iter().map(|r| r.decode().unwrap().metric).collect()
     }
 
     #[tokio::test]
@@ -357,7 +365,7 @@ mod tests {
         b.try_submit(recs(0..2)).unwrap();
         assert!(rx.try_recv().is_err(), "2 of 3 records: still open");
         b.try_submit(recs(2..9)).unwrap();
-        let got: Vec<RecordBatch> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
+        let got: Vec<WireBatch> = (0..3).map(|_| rx.try_recv().unwrap()).collect();
         assert_eq!(got.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![1, 2, 3]);
         assert_eq!(names(&got[0]), vec!["m0", "m1", "m2"]);
         assert_eq!(names(&got[2]), vec!["m6", "m7", "m8"]);

@@ -8,7 +8,8 @@
 //! touches what its parts touch: its listening sockets, the connection to the aggregator, the
 //! sequence file in `state_dir`, and the host views read by the system plugin.
 //!
-//! Data path: push API / plugin → `ingress.rs` (check, stamp cluster/node/tags, count) →
+//! Data path: push API / plugin → `ingress.rs` (check, stamp cluster/node/tags, count; records
+//! travel in their protobuf encoding from here on, `wire.rs`) →
 //! `batcher.rs` (batches of `batch_max_records` or `batch_max_delay`, numbered by
 //! `sequence.rs`, into a bounded queue) → `sender.rs` (in-flight window, acks, reconnect and
 //! re-send) → aggregator. Self-metrics: `metrics.rs`. Configuration: `config.rs`, `cli.rs`.
@@ -17,6 +18,7 @@ pub mod backoff;
 pub mod batcher;
 pub mod cli;
 pub mod config;
+pub mod connector;
 pub mod duration;
 pub mod ingress;
 pub mod metrics;
@@ -25,6 +27,7 @@ pub mod push;
 pub mod record;
 pub mod sender;
 pub mod sequence;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -3,7 +3,8 @@
 //! Role: [`RecordDefaults`] fills what a pusher or plugin left empty — cluster, node, and the
 //! global tags (a record's own tags win key by key); [`check`] refuses records the aggregator
 //! could never count (no metric, no value, NaN/∞, an invalid decimal, an unrepresentable time) so
-//! the pusher hears about them at once, and gives a missing event time the current time.
+//! the pusher hears about them at once, and gives a missing event time the current time
+//! ([`check_facts`] is the same check on what `wire.rs` reads from a record's encoding).
 //! Constructors for in-process pushes: [`double_record`], [`decimal_record`]. Pure: touches
 //! nothing.
 
@@ -12,6 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use meshmon_proto::v1::{Decimal, Record, record};
 use meshmon_proto::{DecimalError, TimeError, Timestamp, nanos_to_timestamp, timestamp_to_nanos};
+
+use crate::wire::RecordFacts;
 
 /// Values stamped on records that do not carry their own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,20 +69,30 @@ pub enum InvalidRecord {
 /// # Errors
 /// [`InvalidRecord`] saying what is wrong.
 pub fn check(r: &mut Record, now: Timestamp) -> Result<(), InvalidRecord> {
-    if r.metric.is_empty() {
+    check_facts(&RecordFacts::of(r))?;
+    if r.event_time.is_none() {
+        r.event_time = Some(now);
+    }
+    Ok(())
+}
+
+/// [`check`] on what was read from a record's encoding (a missing event time is not an error:
+/// the caller gives it the current time).
+///
+/// # Errors
+/// [`InvalidRecord`] saying what is wrong, tested in the same order as [`check`].
+pub fn check_facts(f: &RecordFacts) -> Result<(), InvalidRecord> {
+    if f.metric_empty {
         return Err(InvalidRecord::EmptyMetric);
     }
-    match &r.value {
+    match &f.value {
         None => return Err(InvalidRecord::MissingValue),
         Some(record::Value::DoubleValue(v)) if !v.is_finite() => return Err(InvalidRecord::NonFinite(*v)),
         Some(record::Value::DecimalValue(d)) => d.validate().map_err(InvalidRecord::Decimal)?,
         Some(record::Value::DoubleValue(_)) => {}
     }
-    match &r.event_time {
-        None => r.event_time = Some(now),
-        Some(t) => {
-            timestamp_to_nanos(t).map_err(InvalidRecord::Time)?;
-        }
+    if let Some(t) = &f.event_time {
+        timestamp_to_nanos(t).map_err(InvalidRecord::Time)?;
     }
     Ok(())
 }

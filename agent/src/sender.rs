@@ -8,22 +8,32 @@
 //! unacknowledged batch with the same sequence number** (the aggregator deduplicates). While no
 //! connection is up it takes nothing from the queue, so a full queue pushes back on producers.
 //! It finishes when the batcher has released the queue, the queue is drained and nothing is in
-//! flight. Touches only the network connection to the aggregator.
+//! flight. Batches are shared, not copied, between the window and the stream, and their records
+//! are written as the encoded bytes they already are (`wire.rs`). Touches only the network
+//! connection to the aggregator.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meshmon_proto::v1::ingest_client::IngestClient;
-use meshmon_proto::v1::{AckStatus, BatchAck, RecordBatch};
+use meshmon_proto::v1::{AckStatus, BatchAck};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::GrpcMethod;
+use tonic::codegen::http::uri::PathAndQuery;
 use tonic::transport::Endpoint;
 use tracing::{debug, info};
 
 use crate::backoff::Backoff;
+use crate::connector::QuickAckConnector;
 use crate::metrics::Metrics;
 use crate::record::now_timestamp;
+use crate::wire::{BatchCodec, OutgoingBatch, WireBatch};
+
+/// The aggregator's `Ingest` service and its `Push` method.
+pub const SERVICE: &str = "meshmon.v1.Ingest";
+/// Path of `meshmon.v1.Ingest/Push`.
+pub const PUSH_PATH: &str = "/meshmon.v1.Ingest/Push";
 
 /// How long opening the `Push` call may take once connected.
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -77,8 +87,8 @@ pub struct Sender {
     output: String,
     max_in_flight: usize,
     backoff: Backoff,
-    rx: mpsc::Receiver<RecordBatch>,
-    in_flight: VecDeque<RecordBatch>,
+    rx: mpsc::Receiver<WireBatch>,
+    in_flight: VecDeque<Arc<WireBatch>>,
     input_done: bool,
     metrics: Arc<Metrics>,
 }
@@ -101,7 +111,7 @@ impl Sender {
     /// [`SenderError::BadUrl`] if `config.output` is not a valid URL.
     pub fn new(
         config: SenderConfig,
-        rx: mpsc::Receiver<RecordBatch>,
+        rx: mpsc::Receiver<WireBatch>,
         metrics: Arc<Metrics>,
     ) -> Result<Sender, SenderError> {
         let endpoint = Endpoint::from_shared(config.output.clone())
@@ -151,20 +161,33 @@ impl Sender {
     /// One connection: re-send what is unacknowledged, then stream new batches and settle acks.
     /// Returns `Ok` only when the sender is finished.
     async fn session(&mut self) -> Result<(), SessionError> {
-        let channel = self.endpoint.connect().await.map_err(|e| SessionError::Connect(error_chain(&e)))?;
-        let mut client = IngestClient::new(channel);
-        let (out_tx, out_rx) = mpsc::channel::<RecordBatch>(self.max_in_flight);
+        let channel = self
+            .endpoint
+            .connect_with_connector(QuickAckConnector)
+            .await
+            .map_err(|e| SessionError::Connect(error_chain(&e)))?;
+        let mut client = tonic::client::Grpc::new(channel);
+        let (out_tx, out_rx) = mpsc::channel::<OutgoingBatch>(self.max_in_flight);
         let now = now_timestamp();
-        for batch in &mut self.in_flight {
-            batch.sent_at = Some(now);
+        for batch in &self.in_flight {
             out_tx
-                .try_send(batch.clone())
+                .try_send(OutgoingBatch { batch: batch.clone(), sent_at: now })
                 .map_err(|_| SessionError::Protocol("re-send buffer smaller than the in-flight window".into()))?;
         }
         if !self.in_flight.is_empty() {
             info!(batches = self.in_flight.len(), "re-sending unacknowledged batches with their sequence numbers");
         }
-        let call = client.push(ReceiverStream::new(out_rx));
+        // What the generated `IngestClient::push` does, with a codec that writes the records'
+        // encoding as it is (`wire.rs`) instead of encoding `Record` structs.
+        let call = async move {
+            client
+                .ready()
+                .await
+                .map_err(|e| tonic::Status::unknown(format!("Service was not ready: {}", error_chain(&e))))?;
+            let mut request = tonic::Request::new(ReceiverStream::new(out_rx));
+            request.extensions_mut().insert(GrpcMethod::new(SERVICE, "Push"));
+            client.streaming(request, PathAndQuery::from_static(PUSH_PATH), BatchCodec).await
+        };
         let response = tokio::time::timeout(CALL_TIMEOUT, call)
             .await
             .map_err(|_| SessionError::CallTimeout(CALL_TIMEOUT))?
@@ -184,15 +207,16 @@ impl Sender {
                     Err(status) => return Err(SessionError::Stream(status)),
                 },
                 next = self.rx.recv(), if can_take => match next {
-                    Some(mut batch) => {
+                    Some(batch) => {
                         let n = batch.records.len();
                         self.metrics.queue(n, false);
                         self.metrics.in_flight(n, true);
-                        batch.sent_at = Some(now_timestamp());
-                        let copy = batch.clone();
-                        self.in_flight.push_back(batch);
+                        let batch = Arc::new(batch);
+                        self.in_flight.push_back(batch.clone());
                         // The window bounds the channel, so only a finished call refuses.
-                        out_tx.try_send(copy).map_err(|_| SessionError::Ended)?;
+                        out_tx
+                            .try_send(OutgoingBatch { batch, sent_at: now_timestamp() })
+                            .map_err(|_| SessionError::Ended)?;
                     }
                     None => self.input_done = true,
                 },

@@ -71,7 +71,9 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
     let (grpc_stop, stopped) = oneshot::channel::<()>();
     let ingest = IngestServer::new(pipeline.ingest_service()).max_decoding_message_size(64 << 20);
     let grpc_done = actix_rt::spawn(async move {
-        let incoming = tokio_stream::wrappers::TcpListenerStream::new(grpc_listener);
+        // TCP_NODELAY: acks and HTTP/2 window updates are small writes; with Nagle on they wait
+        // for the peer's delayed ACK (40 ms) and throttle every stream (docs/BENCHMARKS.md).
+        let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
             .add_service(ingest)
             .serve_with_incoming_shutdown(incoming, async {

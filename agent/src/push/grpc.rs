@@ -7,15 +7,22 @@
 //! then answers one `BatchAck`: ACCEPTED with the counts of accepted and invalid records (the
 //! first invalid one explained in `message`), or DUPLICATE when the pusher re-sends a
 //! (agent id, sequence) already enqueued (`dedup.rs`). On shutdown open streams end with
-//! `UNAVAILABLE`. Touches only its listening socket.
+//! `UNAVAILABLE`.
+//!
+//! The service is the generated `IngestServer` written out by hand with one difference: its
+//! codec (`wire.rs`) reads each batch's records without decoding them into `Record` structs —
+//! they stay slices of the received message, are checked and stamped on their encoding, and are
+//! forwarded as they are. Touches only its listening socket.
 
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use meshmon_proto::v1::ingest_server::{Ingest, IngestServer};
-use meshmon_proto::v1::{AckStatus, BatchAck, RecordBatch};
+use meshmon_proto::v1::{AckStatus, BatchAck};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
+use tonic::codegen::{Body, BoxFuture, Context, Poll, Service, StdError, http};
+use tonic::server::{NamedService, StreamingService};
 use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status, Streaming};
@@ -26,6 +33,8 @@ use super::shutting_down;
 use crate::batcher::SubmitError;
 use crate::ingress::Ingress;
 use crate::metrics::PushApi;
+use crate::sender::{PUSH_PATH, SERVICE};
+use crate::wire::{self, PushCodec, PushedBatch};
 
 /// Largest batch message accepted from a pusher.
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
@@ -48,7 +57,7 @@ impl IngestService {
         Status::unavailable("meshmon-agent is shutting down; re-send unacknowledged batches to another agent or later")
     }
 
-    async fn serve_stream(self, mut inbound: Streaming<RecordBatch>, tx: mpsc::Sender<Result<BatchAck, Status>>) {
+    async fn serve_stream(self, mut inbound: Streaming<PushedBatch>, tx: mpsc::Sender<Result<BatchAck, Status>>) {
         let mut shutdown = self.shutdown.clone();
         loop {
             let next = tokio::select! {
@@ -77,8 +86,8 @@ impl IngestService {
         }
     }
 
-    async fn handle(&self, batch: RecordBatch) -> Result<BatchAck, Status> {
-        let RecordBatch { agent_id, sequence, records, .. } = batch;
+    async fn handle(&self, batch: PushedBatch) -> Result<BatchAck, Status> {
+        let PushedBatch { agent_id, sequence, records, wire_len } = batch;
         let ack = |status: AckStatus, accepted: usize, invalid: usize, message: String| BatchAck {
             agent_id: agent_id.clone(),
             sequence,
@@ -90,9 +99,10 @@ impl IngestService {
         if self.dedup.lock().unwrap_or_else(PoisonError::into_inner).seen(&agent_id, sequence) {
             return Ok(ack(AckStatus::Duplicate, 0, 0, "batch already received by this agent".into()));
         }
-        let (valid, invalid) = self.ingress.prepare(records);
+        let (mut valid, invalid) = self.ingress.prepare_pushed(records);
+        wire::compact(&mut valid, wire_len);
         let accepted = valid.len();
-        match self.ingress.enqueue(PushApi::Grpc, valid).await {
+        match self.ingress.enqueue_wire(PushApi::Grpc, valid).await {
             Ok(_) => {}
             Err(SubmitError::Closed) => return Err(Self::unavailable()),
             Err(e) => return Err(Status::internal(e.to_string())),
@@ -103,17 +113,79 @@ impl IngestService {
     }
 }
 
-#[tonic::async_trait]
-impl Ingest for IngestService {
-    type PushStream = ReceiverStream<Result<BatchAck, Status>>;
-
-    async fn push(&self, request: Request<Streaming<RecordBatch>>) -> Result<Response<Self::PushStream>, Status> {
+impl IngestService {
+    /// Opens one push stream (the `Ingest/Push` handler).
+    fn open(
+        &self,
+        request: Request<Streaming<PushedBatch>>,
+    ) -> Result<Response<ReceiverStream<Result<BatchAck, Status>>>, Status> {
         if *self.shutdown.borrow() {
             return Err(Self::unavailable());
         }
         let (tx, rx) = mpsc::channel(16);
         tokio::spawn(self.clone().serve_stream(request.into_inner(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+impl StreamingService<PushedBatch> for IngestService {
+    type Response = BatchAck;
+    type ResponseStream = ReceiverStream<Result<BatchAck, Status>>;
+    type Future = std::future::Ready<Result<Response<Self::ResponseStream>, Status>>;
+
+    fn call(&mut self, request: Request<Streaming<PushedBatch>>) -> Self::Future {
+        std::future::ready(self.open(request))
+    }
+}
+
+/// The `meshmon.v1.Ingest` gRPC service around an [`IngestService`] (what the generated
+/// `IngestServer` does, with [`PushCodec`]).
+#[derive(Debug, Clone)]
+pub struct IngestServer {
+    service: IngestService,
+    max_decoding_message_size: usize,
+}
+
+impl IngestServer {
+    /// Serves `service`, accepting messages up to `max_decoding_message_size` bytes.
+    pub fn new(service: IngestService, max_decoding_message_size: usize) -> IngestServer {
+        IngestServer { service, max_decoding_message_size }
+    }
+}
+
+impl NamedService for IngestServer {
+    const NAME: &'static str = SERVICE;
+}
+
+impl<B> Service<http::Request<B>> for IngestServer
+where
+    B: Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != PUSH_PATH {
+            return Box::pin(async move {
+                let mut response = http::Response::new(tonic::body::Body::default());
+                let headers = response.headers_mut();
+                headers.insert(Status::GRPC_STATUS, (tonic::Code::Unimplemented as i32).into());
+                headers.insert(http::header::CONTENT_TYPE, tonic::metadata::GRPC_CONTENT_TYPE);
+                Ok(response)
+            });
+        }
+        let service = self.service.clone();
+        let limit = self.max_decoding_message_size;
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(PushCodec).apply_max_message_size_config(Some(limit), None);
+            Ok(grpc.streaming(service, req).await)
+        })
     }
 }
 
@@ -126,12 +198,10 @@ pub async fn serve(
     service: IngestService,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), tonic::transport::Error> {
-    let svc = IngestServer::new(service).max_decoding_message_size(MAX_MESSAGE_BYTES);
+    let svc = IngestServer::new(service, MAX_MESSAGE_BYTES);
     Server::builder()
-        .serve_with_incoming_shutdown(
-            svc,
-            TcpIncoming::from(listener),
-            async move { shutting_down(&mut shutdown).await },
-        )
+        .serve_with_incoming_shutdown(svc, TcpIncoming::from(listener).with_nodelay(Some(true)), async move {
+            shutting_down(&mut shutdown).await
+        })
         .await
 }
