@@ -150,15 +150,33 @@
 
   // ------------------------------------------------------------------ drop-downs
 
-  function fillSelect(select, values, wanted) {
+  // Human text for a dimension from /api/dimensions (decoded values, not the escaped key).
+  function dimensionLabel(d) {
+    switch (d.kind) {
+      case "cluster":
+      case "node":
+        return d.kind + " = " + d.value;
+      case "tag":
+        return "tag " + d.name + " = " + d.value;
+      case "set":
+        return "set " + (d.pairs || []).map((p) => p[0] + " = " + p[1]).join(", ");
+      default:
+        return d.key;
+    }
+  }
+
+  // Dimension key → label, for titles.
+  const dimensionLabels = new Map();
+
+  function fillSelect(select, values, wanted, labels) {
     const current = wanted !== undefined && wanted !== null ? wanted : select.value;
     clear(select);
-    for (const v of values) {
+    values.forEach((v, i) => {
       const o = document.createElement("option");
       o.value = v;
-      o.textContent = v;
+      o.textContent = labels ? labels[i] : v;
       select.appendChild(o);
-    }
+    });
     if (values.includes(current)) select.value = current;
     else if (values.length) select.value = values[0];
   }
@@ -178,8 +196,10 @@
       return;
     }
     const body = await api("/api/dimensions", { metric: ui.metric.value });
-    const keys = (body.dimensions || []).map((d) => d.key);
-    fillSelect(ui.dimension, keys, wanted);
+    const dims = body.dimensions || [];
+    dimensionLabels.clear();
+    for (const d of dims) dimensionLabels.set(d.key, dimensionLabel(d));
+    fillSelect(ui.dimension, dims.map((d) => d.key), wanted, dims.map((d) => dimensionLabels.get(d.key)));
   }
 
   // ------------------------------------------------------------------ charts
@@ -381,7 +401,7 @@
     writeHash();
     ui.rawPanel.hidden = false;
     ui.rawTitle.textContent =
-      ui.metric.value + " {" + ui.dimension.value + "} · window " + fmtTime(p.start) + " – " + fmtClock(p.end, true);
+      ui.metric.value + " {" + (dimensionLabels.get(ui.dimension.value) || ui.dimension.value) + "} · window " + fmtTime(p.start) + " – " + fmtClock(p.end, true);
     clear(ui.rawBody);
     setSummary(0, p.count === undefined ? null : p.count, false);
     ui.rawStatus.textContent = "loading…";
