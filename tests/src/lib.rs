@@ -327,6 +327,33 @@ pub fn query_value(s: &str) -> String {
         .collect()
 }
 
+/// Pushes `batches` to a `meshmon.v1.Ingest` server at `addr` on one new gRPC connection,
+/// within `timeout`, and returns one ack per batch (fewer if the server ended the stream).
+pub fn grpc_push(
+    rt: &tokio::runtime::Runtime,
+    addr: SocketAddr,
+    batches: Vec<meshmon_proto::v1::RecordBatch>,
+    timeout: Duration,
+) -> Result<Vec<meshmon_proto::v1::BatchAck>, String> {
+    use meshmon_proto::v1::ingest_client::IngestClient;
+    let n = batches.len();
+    let run = async {
+        let mut client = IngestClient::connect(format!("http://{addr}")).await.map_err(|e| e.to_string())?;
+        let mut stream = client.push(tokio_stream::iter(batches)).await.map_err(|e| e.to_string())?.into_inner();
+        let mut acks = Vec::new();
+        while acks.len() < n {
+            match stream.message().await.map_err(|e| e.to_string())? {
+                Some(ack) => acks.push(ack),
+                None => break,
+            }
+        }
+        Ok(acks)
+    };
+    rt.block_on(async {
+        tokio::time::timeout(timeout, run).await.map_err(|_| format!("gRPC push to {addr} timed out"))?
+    })
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

@@ -25,10 +25,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use Val::{Dec, F};
 use meshmon_proto::nanos_to_timestamp;
-use meshmon_proto::v1::ingest_client::IngestClient;
-use meshmon_proto::v1::{self, AckStatus, BatchAck, Decimal, RecordBatch};
+use meshmon_proto::v1::{self, AckStatus, Decimal, RecordBatch};
 use meshmon_tests::{
-    Aggregator, LogsOnFailure, Proc, binary, get_json, http, path_str, prometheus_value, query_value, wait_for,
+    Aggregator, LogsOnFailure, Proc, binary, get_json, grpc_push, http, path_str, prometheus_value, query_value,
+    wait_for,
 };
 use serde_json::{Value as Json, json};
 
@@ -175,26 +175,6 @@ fn batch(base: i64, sequence: u64, records: &[Sent]) -> RecordBatch {
         sent_at: None,
         records: records.iter().map(|s| wire(base, s)).collect(),
     }
-}
-
-/// Pushes `batches` on one new gRPC connection and returns the acks.
-fn grpc_push(rt: &tokio::runtime::Runtime, addr: SocketAddr, batches: Vec<RecordBatch>) -> Vec<BatchAck> {
-    rt.block_on(async move {
-        let n = batches.len();
-        let run = async {
-            let mut client = IngestClient::connect(format!("http://{addr}")).await.unwrap();
-            let mut stream = client.push(tokio_stream::iter(batches)).await.unwrap().into_inner();
-            let mut acks = Vec::new();
-            while acks.len() < n {
-                match stream.message().await.unwrap() {
-                    Some(ack) => acks.push(ack),
-                    None => break,
-                }
-            }
-            acks
-        };
-        tokio::time::timeout(TIMEOUT, run).await.expect("gRPC push timed out")
-    })
 }
 
 fn agent_post(addr: SocketAddr, base: i64, records: &[Sent]) {
@@ -525,11 +505,12 @@ max_past = "0"
     assert_eq!(watermark_ms(api), Some(base + agent_max - OUT_OF_ORDERNESS_MS));
 
     // 2. The direct "agent": two batches, then the second again on a new connection (a retry).
-    let acks = grpc_push(&rt, aggregator.grpc, vec![batch(base, 1, &direct1), batch(base, 2, &direct2)]);
+    let acks =
+        grpc_push(&rt, aggregator.grpc, vec![batch(base, 1, &direct1), batch(base, 2, &direct2)], TIMEOUT).unwrap();
     let summary: Vec<_> = acks.iter().map(|a| (a.sequence, a.status, a.accepted, a.invalid)).collect();
     let accepted = AckStatus::Accepted as i32;
     assert_eq!(summary, [(1, accepted, 5, 0), (2, accepted, 5, 0)], "{acks:?}");
-    let retry = grpc_push(&rt, aggregator.grpc, vec![batch(base, 2, &direct2)]);
+    let retry = grpc_push(&rt, aggregator.grpc, vec![batch(base, 2, &direct2)], TIMEOUT).unwrap();
     assert_eq!(retry.len(), 1);
     assert_eq!((retry[0].agent_id.as_str(), retry[0].sequence), (DIRECT_ID, 2));
     assert_eq!(retry[0].status, AckStatus::Duplicate as i32, "a re-sent batch is a duplicate: {retry:?}");
@@ -538,7 +519,7 @@ max_past = "0"
 
     // 3. Both inputs jump to base + 100 s: every known window closes.
     agent_post(agent_http, base, &close1_agent);
-    let acks = grpc_push(&rt, aggregator.grpc, vec![batch(base, 3, &close1_direct)]);
+    let acks = grpc_push(&rt, aggregator.grpc, vec![batch(base, 3, &close1_direct)], TIMEOUT).unwrap();
     assert_eq!(acks.iter().map(|a| a.status).collect::<Vec<_>>(), [accepted]);
     let wm1 = 100_002 - OUT_OF_ORDERNESS_MS;
     wait_for("the watermark at base + 98 s", TIMEOUT, || (watermark_ms(api)? == base + wm1).then_some(())).unwrap();
@@ -549,7 +530,7 @@ max_past = "0"
     // 4. One record too late for good, then closing records behind it on the same input.
     agent_post(agent_http, base, std::slice::from_ref(&late));
     agent_post(agent_http, base, &close2_agent);
-    let acks = grpc_push(&rt, aggregator.grpc, vec![batch(base, 4, &close2_direct)]);
+    let acks = grpc_push(&rt, aggregator.grpc, vec![batch(base, 4, &close2_direct)], TIMEOUT).unwrap();
     assert_eq!(acks.iter().map(|a| a.status).collect::<Vec<_>>(), [accepted]);
     let wm2 = 200_002 - OUT_OF_ORDERNESS_MS;
     wait_for("the watermark at base + 198 s", TIMEOUT, || (watermark_ms(api)? == base + wm2).then_some(())).unwrap();

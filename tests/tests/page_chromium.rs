@@ -19,9 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use meshmon_proto::nanos_to_timestamp;
-use meshmon_proto::v1::ingest_client::IngestClient;
 use meshmon_proto::v1::{self, AckStatus, RecordBatch};
-use meshmon_tests::{Aggregator, LogsOnFailure, Proc, get_json, path_str, query_value, wait_for};
+use meshmon_tests::{Aggregator, LogsOnFailure, Proc, get_json, grpc_push, path_str, query_value, wait_for};
 use serde_json::{Value as Json, json};
 use tungstenite::{Message, WebSocket};
 
@@ -143,21 +142,7 @@ fn batches(base: i64) -> Vec<RecordBatch> {
 fn push(addr: SocketAddr, batches: Vec<RecordBatch>) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let n = batches.len();
-    let acks = rt.block_on(async move {
-        let run = async {
-            let mut client = IngestClient::connect(format!("http://{addr}")).await.unwrap();
-            let mut stream = client.push(tokio_stream::iter(batches)).await.unwrap().into_inner();
-            let mut acks = Vec::new();
-            while acks.len() < n {
-                match stream.message().await.unwrap() {
-                    Some(ack) => acks.push(ack.status),
-                    None => break,
-                }
-            }
-            acks
-        };
-        tokio::time::timeout(TIMEOUT, run).await.expect("gRPC push timed out")
-    });
+    let acks: Vec<i32> = grpc_push(&rt, addr, batches, TIMEOUT).unwrap().into_iter().map(|a| a.status).collect();
     assert_eq!(acks, vec![AckStatus::Accepted as i32; n]);
 }
 
