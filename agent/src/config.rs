@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_text;
+pub use crate::kafka::config::{Compression, KafkaConfig, Secret};
 
 /// Largest number of global tags (the aggregator refuses records with more than 32 tags).
 pub const MAX_TAGS: usize = 32;
@@ -49,7 +50,7 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> ConfigError {
         ConfigError::Invalid { field: field.into(), reason: reason.into() }
     }
 }
@@ -66,7 +67,10 @@ pub struct Config {
     pub node: String,
     /// Global custom tags added to every record (a pushed record's own tags win key by key).
     pub tags: BTreeMap<String, String>,
-    /// gRPC URL of the aggregator's `meshmon.v1.Ingest` service.
+    /// Where batches go: [`OutputKind::Grpc`] (the aggregator at `output`, the default) or
+    /// [`OutputKind::Kafka`] (the `[kafka]` settings, with the disk `[spool]`).
+    pub output_kind: OutputKind,
+    /// gRPC URL of the aggregator's `meshmon.v1.Ingest` service (used by `output_kind = "grpc"`).
     pub output: String,
     /// Address of the gRPC push API (`meshmon.v1.Ingest/Push`) for applications.
     pub grpc_listen: SocketAddr,
@@ -92,6 +96,81 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Built-in collectors.
     pub plugins: PluginsConfig,
+    /// The Kafka output (used by `output_kind = "kafka"`).
+    pub kafka: KafkaConfig,
+    /// The Kafka output's disk spool in `state_dir/spool`.
+    pub spool: SpoolConfig,
+}
+
+/// Which output the agent delivers batches to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputKind {
+    /// Stream to the aggregator over gRPC (`meshmon.v1.Ingest/Push`), re-sending until acked.
+    #[default]
+    Grpc,
+    /// Produce to a Kafka topic; while the brokers are unreachable, spool to disk.
+    Kafka,
+}
+
+impl OutputKind {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputKind::Grpc => "grpc",
+            OutputKind::Kafka => "kafka",
+        }
+    }
+}
+
+/// What a full spool gives up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenFull {
+    /// Delete the oldest spooled batches (whole segments, never one being sent) to make room:
+    /// the newest data survives.
+    #[default]
+    Oldest,
+    /// Refuse the batch being spooled: the oldest data survives.
+    Newest,
+}
+
+impl WhenFull {
+    /// The configuration value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WhenFull::Oldest => "oldest",
+            WhenFull::Newest => "newest",
+        }
+    }
+}
+
+/// The `[spool]` table: the Kafka output's disk spool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Largest size of the spool on disk, in bytes (all segment files together).
+    pub max_bytes: u64,
+    /// A segment file is closed (fsynced) and a new one started when the next batch would make
+    /// it larger than this many bytes.
+    pub segment_bytes: u64,
+    /// What to drop when the spool is full.
+    pub when_full: WhenFull,
+    /// Spooled batches are fsynced at most this long after they were written (0s: each batch
+    /// at once).
+    #[serde(with = "serde_text")]
+    pub fsync_interval: Duration,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_bytes: 1 << 30,
+            segment_bytes: 64 << 20,
+            when_full: WhenFull::Oldest,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
 }
 
 /// Built-in collectors.
@@ -148,6 +227,9 @@ impl Default for Config {
             state_dir: PathBuf::from("./meshmon-agent-state"),
             shutdown_timeout: Duration::from_secs(30),
             plugins: PluginsConfig::default(),
+            output_kind: OutputKind::Grpc,
+            kafka: KafkaConfig::default(),
+            spool: SpoolConfig::default(),
         }
     }
 }
@@ -220,6 +302,8 @@ impl Config {
             sysinfo::MINIMUM_CPU_UPDATE_INTERVAL,
             Duration::from_secs(24 * 3600),
         )?;
+        self.kafka.validate()?;
+        check_spool(&self.spool)?;
         if self.state_dir.as_os_str().is_empty() {
             return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
@@ -239,6 +323,14 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The output, for logs: the aggregator URL or `kafka://brokers/topic`.
+    pub fn describe_output(&self) -> String {
+        match self.output_kind {
+            OutputKind::Grpc => self.output.clone(),
+            OutputKind::Kafka => self.kafka.describe(),
+        }
     }
 
     /// Whether `/metrics` is served only by the HTTP push server (no separate listener).
@@ -279,6 +371,24 @@ fn check_output(url: &str) -> Result<(), ConfigError> {
     tonic::transport::Endpoint::from_shared(url.to_owned())
         .map_err(|e| ConfigError::invalid("output", format!("{url:?} is not a valid URL: {e}")))?;
     Ok(())
+}
+
+fn check_spool(s: &SpoolConfig) -> Result<(), ConfigError> {
+    const MIN_SEGMENT: u64 = 1024;
+    const MAX_SEGMENT: u64 = 1 << 30;
+    if !(MIN_SEGMENT..=MAX_SEGMENT).contains(&s.segment_bytes) {
+        return Err(ConfigError::invalid(
+            "spool.segment_bytes",
+            format!("is {}; it must be between {MIN_SEGMENT} and {MAX_SEGMENT}", s.segment_bytes),
+        ));
+    }
+    if s.max_bytes < 2 * s.segment_bytes {
+        return Err(ConfigError::invalid(
+            "spool.max_bytes",
+            format!("is {}; it must be at least twice `spool.segment_bytes` ({})", s.max_bytes, 2 * s.segment_bytes),
+        ));
+    }
+    check_duration("spool.fsync_interval", s.fsync_interval, Duration::ZERO, Duration::from_secs(3600))
 }
 
 fn check_range(field: &str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
@@ -327,6 +437,11 @@ mod tests {
         assert_eq!(c.shutdown_timeout, Duration::from_secs(30));
         assert!(c.plugins.system.enabled);
         assert_eq!(c.plugins.system.interval, Duration::from_secs(10));
+        assert_eq!(c.output_kind, OutputKind::Grpc);
+        assert_eq!(c.kafka.topic, "meshmon.records");
+        assert_eq!(c.kafka.compression, Compression::Lz4);
+        assert_eq!(c.spool.when_full, WhenFull::Oldest);
+        assert_eq!(c.spool.max_bytes, 1 << 30);
         c.validate().unwrap();
     }
 
@@ -342,6 +457,46 @@ mod tests {
         assert_eq!(c.queue_capacity, d.queue_capacity);
         assert_eq!(c.plugins, d.plugins);
         assert_eq!(c.output, d.output);
+        assert_eq!(c.output_kind, d.output_kind);
+        assert_eq!(c.spool, d.spool);
+        let k = KafkaConfig { properties: d.kafka.properties.clone(), ..c.kafka.clone() };
+        assert_eq!(k, d.kafka, "the example's [kafka] values are the defaults (plus example properties)");
+    }
+
+    #[test]
+    fn kafka_output_and_spool_parse() {
+        let c = parse(
+            r#"
+            output_kind = "kafka"
+            [kafka]
+            brokers = ["k1:9092", "k2:9092"]
+            topic = "metrics.raw"
+            compression = "zstd"
+            linger = "20ms"
+            delivery_timeout = "10s"
+            [kafka.properties]
+            "security.protocol" = "sasl_plaintext"
+            [spool]
+            max_bytes = 1048576
+            segment_bytes = 65536
+            when_full = "newest"
+            fsync_interval = "0s"
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.output_kind, OutputKind::Kafka);
+        assert_eq!(c.kafka.brokers, ["k1:9092", "k2:9092"]);
+        assert_eq!(c.kafka.compression, Compression::Zstd);
+        assert_eq!(c.kafka.linger, Duration::from_millis(20));
+        assert_eq!(c.spool.when_full, WhenFull::Newest);
+        assert_eq!(c.spool.fsync_interval, Duration::ZERO);
+        assert_eq!(c.describe_output(), "kafka://k1:9092,k2:9092/metrics.raw");
+        assert_eq!(parse(&c.to_toml().unwrap()).unwrap(), c);
+        let e = parse("output_kind = \"carrier-pigeon\"").unwrap_err().to_string();
+        assert!(e.contains("output_kind"), "{e}");
+        let e = parse("[kafka]\ncompression = \"brotli\"").unwrap_err().to_string();
+        assert!(e.contains("compression"), "{e}");
     }
 
     #[test]
@@ -396,6 +551,9 @@ mod tests {
             ("http_listen", |c| c.http_listen = c.grpc_listen),
             ("metrics_listen", |c| c.metrics_listen = c.grpc_listen),
             ("tags", |c| c.tags = (0..40).map(|i| (format!("k{i}"), "v".to_owned())).collect()),
+            ("spool.segment_bytes", |c| c.spool.segment_bytes = 10),
+            ("spool.max_bytes", |c| c.spool.max_bytes = c.spool.segment_bytes),
+            ("kafka.topic", |c| c.kafka.topic = "a/b".into()),
             ("tags.\"\"", |c| {
                 c.tags.insert(String::new(), "v".into());
             }),

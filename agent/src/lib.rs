@@ -2,17 +2,21 @@
 //!
 //! Role: collects metric records on one host — pushed by applications over gRPC
 //! (`meshmon.v1.Ingest/Push`) or HTTP (`POST /v1/records`, JSON lines), or read by plugins — and
-//! streams them as sequenced `meshmon.v1.RecordBatch`es to the aggregator, re-sending until each
-//! batch is acknowledged. This file wires the parts into [`Agent`] / [`AgentHandle`], usable
-//! in-process (tests, the aggregator's demo) as well as by the `meshmon-agent` binary. It
-//! touches what its parts touch: its listening sockets, the connection to the aggregator, the
-//! sequence file in `state_dir`, and the host views read by the system plugin.
+//! delivers them as sequenced `meshmon.v1.RecordBatch`es to its output: streamed to the
+//! aggregator over gRPC, re-sending until each batch is acknowledged, or produced to a Kafka
+//! topic with a disk spool while the brokers are away (`output_kind`). This file wires the parts
+//! into [`Agent`] / [`AgentHandle`], usable in-process (tests, the aggregator's demo) as well as
+//! by the `meshmon-agent` binary. It touches what its parts touch: its listening sockets, the
+//! connection to the aggregator or the Kafka brokers, the sequence file and the spool in
+//! `state_dir`, and the host views read by the system plugin.
 //!
 //! Data path: push API / plugin → `ingress.rs` (check, stamp cluster/node/tags, count; records
 //! travel in their protobuf encoding from here on, `wire.rs`) →
 //! `batcher.rs` (batches of `batch_max_records` or `batch_max_delay`, numbered by
 //! `sequence.rs`, into a bounded queue) → `sender.rs` (in-flight window, acks, reconnect and
-//! re-send) → aggregator. Self-metrics: `metrics.rs`. Configuration: `config.rs`, `cli.rs`.
+//! re-send) → aggregator; or → `kafka/producer.rs` (idempotent producer, delivery reports,
+//! `spool/` on disk while the broker is unreachable) → Kafka topic. Self-metrics: `metrics.rs`.
+//! Configuration: `config.rs`, `kafka/config.rs`, `cli.rs`.
 
 pub mod backoff;
 pub mod batcher;
@@ -21,12 +25,14 @@ pub mod config;
 pub mod connector;
 pub mod duration;
 pub mod ingress;
+pub mod kafka;
 pub mod metrics;
 pub mod plugins;
 pub mod push;
 pub mod record;
 pub mod sender;
 pub mod sequence;
+pub mod spool;
 pub mod wire;
 
 use std::net::SocketAddr;
@@ -40,18 +46,20 @@ use tokio::task::JoinHandle;
 use tracing::{error, info, warn};
 
 pub use crate::batcher::SubmitError;
-pub use crate::config::{Config, ConfigError};
+pub use crate::config::{Config, ConfigError, OutputKind};
 pub use crate::metrics::MetricsSnapshot;
 pub use crate::record::InvalidRecord;
 
 use crate::backoff::Backoff;
 use crate::batcher::{BatchLimits, Batcher};
 use crate::ingress::Ingress;
+use crate::kafka::producer::{KafkaSender, KafkaSettings, ProducerError};
 use crate::metrics::{DropReason, Metrics, PushApi};
 use crate::push::http::HttpState;
 use crate::record::RecordDefaults;
 use crate::sender::{Sender, SenderConfig, SenderError};
 use crate::sequence::{SequenceAllocator, SequenceError};
+use crate::spool::{Spool, SpoolError};
 
 /// The wire-schema package this agent speaks.
 pub const WIRE_PACKAGE: &str = meshmon_proto::PACKAGE;
@@ -81,6 +89,12 @@ pub enum AgentError {
     /// The aggregator URL cannot be used.
     #[error(transparent)]
     Sender(#[from] SenderError),
+    /// The Kafka output's disk spool cannot be used.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The Kafka producer cannot be created.
+    #[error(transparent)]
+    Kafka(#[from] ProducerError),
 }
 
 /// The addresses the agent actually listens on (useful with port 0).
@@ -114,6 +128,10 @@ pub struct ShutdownReport {
     pub undelivered_batches: u64,
     /// Records in those batches.
     pub undelivered_records: u64,
+    /// Kafka output: batches left in the disk spool (not lost: delivered after the next start).
+    pub spooled_batches: u64,
+    /// Records in those batches.
+    pub spooled_records: u64,
     /// Whether `shutdown_timeout` expired before everything was acknowledged.
     pub timed_out: bool,
     /// How long the shutdown took.
@@ -121,7 +139,8 @@ pub struct ShutdownReport {
 }
 
 impl ShutdownReport {
-    /// Whether every batch was acknowledged.
+    /// Whether every batch was acknowledged — or, with the Kafka output, acknowledged or kept in
+    /// the disk spool for the next start.
     pub fn is_complete(&self) -> bool {
         !self.timed_out && self.undelivered_batches == 0 && self.undelivered_records == 0
     }
@@ -155,6 +174,7 @@ pub struct AgentHandle {
     ingress: Arc<Ingress>,
     metrics: Arc<Metrics>,
     shutdown_tx: watch::Sender<bool>,
+    stop_by_tx: watch::Sender<Option<tokio::time::Instant>>,
     tasks: Option<Tasks>,
 }
 
@@ -176,12 +196,14 @@ fn local(what: &'static str, addr: SocketAddr, l: &TcpListener) -> Result<Socket
 }
 
 impl Agent {
-    /// Validates `config`, opens the sequence state, binds the listeners and starts every task.
+    /// Validates `config`, opens the sequence state (and, for the Kafka output, the disk spool
+    /// and the producer), binds the listeners and starts every task.
     /// Must be called inside a tokio runtime (with the time, net and signal drivers enabled).
     ///
     /// # Errors
-    /// [`AgentError`] if the configuration is invalid, the state directory unusable, a listener
-    /// cannot be bound or the aggregator URL is unusable. Nothing keeps running then.
+    /// [`AgentError`] if the configuration is invalid, the state directory or the spool
+    /// unusable, a listener cannot be bound, the aggregator URL is unusable or librdkafka refuses
+    /// the Kafka settings. Nothing keeps running then.
     pub async fn start(config: Config) -> Result<AgentHandle, AgentError> {
         config.validate()?;
         let config = Arc::new(config);
@@ -190,6 +212,14 @@ impl Agent {
             info!(state_dir = %config.state_dir.display(), "no sequence state yet: first run, batches start at 1");
         }
         let first_sequence = sequences.peek();
+        let metrics = Arc::new(Metrics::new());
+        let spool = match config.output_kind {
+            OutputKind::Grpc => {
+                warn_about_left_spool(&config);
+                None
+            }
+            OutputKind::Kafka => Some(open_spool(&config, &metrics)?),
+        };
 
         let grpc_listener = bind("grpc_listen", config.grpc_listen).await?;
         let http_listener = bind("http_listen", config.http_listen).await?;
@@ -206,26 +236,45 @@ impl Agent {
         };
         let addresses = BoundAddresses { grpc, http, metrics: metrics_addr };
 
-        let metrics = Arc::new(Metrics::new());
         let limits = BatchLimits { max_records: config.batch_max_records, max_delay: config.batch_max_delay };
         let (batcher, queue_rx) =
             Batcher::new(config.agent_id.clone(), limits, config.queue_capacity, sequences, metrics.clone());
         let batcher = Arc::new(batcher);
-        let sender = Sender::new(
-            SenderConfig {
-                output: config.output.clone(),
-                max_in_flight: config.max_in_flight,
-                backoff: Backoff::agent_default(),
-            },
-            queue_rx,
-            metrics.clone(),
-        )?;
+        let (stop_by_tx, stop_by_rx) = watch::channel(None);
+        let sender: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> = match spool {
+            None => Box::pin(
+                Sender::new(
+                    SenderConfig {
+                        output: config.output.clone(),
+                        max_in_flight: config.max_in_flight,
+                        backoff: Backoff::agent_default(),
+                    },
+                    queue_rx,
+                    metrics.clone(),
+                )?
+                .run(),
+            ),
+            Some(spool) => {
+                let settings = KafkaSettings {
+                    agent_id: config.agent_id.clone(),
+                    topic: config.kafka.topic.clone(),
+                    describe: config.kafka.describe(),
+                    client: config.kafka.client_config(&config.agent_id)?,
+                    delivery_timeout: config.kafka.delivery_timeout,
+                    max_in_flight: config.max_in_flight,
+                    backoff: Backoff::agent_default(),
+                    tick: (config.spool.fsync_interval / 2)
+                        .clamp(Duration::from_millis(10), Duration::from_millis(500)),
+                };
+                Box::pin(KafkaSender::new(settings, queue_rx, spool, stop_by_rx, metrics.clone())?.run())
+            }
+        };
         let defaults =
             RecordDefaults { cluster: config.cluster.clone(), node: config.node.clone(), tags: config.tags.clone() };
         let ingress = Arc::new(Ingress::new(batcher.clone(), defaults, metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
-        let sender = tokio::spawn(sender.run());
+        let sender = tokio::spawn(sender);
         let timer = tokio::spawn(batcher.clone().run_timer());
         let mut servers = Vec::new();
         let service = push::grpc::IngestService::new(ingress.clone(), shutdown_rx.clone());
@@ -251,7 +300,7 @@ impl Agent {
         }
         info!(
             agent_id = %config.agent_id,
-            output = %config.output,
+            output = %config.describe_output(),
             grpc = %addresses.grpc,
             http = %addresses.http,
             metrics = %addresses.metrics,
@@ -265,6 +314,7 @@ impl Agent {
             ingress,
             metrics,
             shutdown_tx,
+            stop_by_tx,
             tasks: Some(Tasks { servers, plugins, timer, sender }),
         })
     }
@@ -348,6 +398,8 @@ impl AgentHandle {
                 flushed_records: 0,
                 undelivered_batches: 0,
                 undelivered_records: 0,
+                spooled_batches: 0,
+                spooled_records: 0,
                 timed_out: false,
                 elapsed: Duration::ZERO,
             };
@@ -360,6 +412,9 @@ impl AgentHandle {
             "shutting down: pushes refused from now on; flushing queued and in-flight batches"
         );
         self.shutdown_tx.send_replace(true);
+        // The Kafka sender must be done (what is left spooled) before the deadline cuts it off.
+        let margin = (self.config.shutdown_timeout / 4).min(Duration::from_secs(5));
+        self.stop_by_tx.send_replace(Some(deadline - margin));
         let batcher = self.batcher.clone();
         let flush = async {
             let servers = futures_join(&mut tasks.servers);
@@ -397,6 +452,8 @@ impl AgentHandle {
             flushed_records: (after.sent + after.rejected) - (before.sent + before.rejected),
             undelivered_batches,
             undelivered_records,
+            spooled_batches: after.spool_batches,
+            spooled_records: after.spool_records,
             timed_out,
             elapsed: start.elapsed(),
         };
@@ -407,7 +464,17 @@ impl AgentHandle {
                 undelivered_batches = report.undelivered_batches,
                 undelivered_records = report.undelivered_records,
                 timed_out = report.timed_out,
-                "shutdown incomplete: some batches were not acknowledged by the aggregator"
+                "shutdown incomplete: some batches were not acknowledged by the output"
+            );
+        } else if report.spooled_batches > 0 {
+            warn!(
+                flushed_batches = report.flushed_batches,
+                flushed_records = report.flushed_records,
+                spooled_batches = report.spooled_batches,
+                spooled_records = report.spooled_records,
+                elapsed_ms = u64::try_from(report.elapsed.as_millis()).unwrap_or(u64::MAX),
+                "shutdown complete: the Kafka broker did not take every batch; the rest is in the disk spool and is \
+                 delivered after the next start"
             );
         } else {
             info!(
@@ -419,6 +486,46 @@ impl AgentHandle {
         }
         report
     }
+}
+
+/// With the gRPC output, batches a Kafka output left in `state_dir/spool` are not delivered:
+/// say so.
+fn warn_about_left_spool(config: &Config) {
+    let dir = config.state_dir.join(spool::DIR_NAME);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return };
+    let segments = entries
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_str().and_then(spool::format::parse_segment_file_name).is_some())
+        .count();
+    if segments > 0 {
+        warn!(
+            spool = %dir.display(),
+            segments,
+            "the disk spool holds batches of the Kafka output, which the gRPC output does not deliver; run with \
+             output_kind = \"kafka\" to deliver them"
+        );
+    }
+}
+
+/// Opens the Kafka output's spool in `state_dir/spool` and reports what it recovered.
+fn open_spool(config: &Config, metrics: &Arc<Metrics>) -> Result<Spool, AgentError> {
+    let dir = config.state_dir.join(spool::DIR_NAME);
+    let (spool, found) = Spool::open(&dir, config.spool, metrics.clone())?;
+    if found.batches > 0 || found.corrupt_frames > 0 {
+        info!(
+            spool = %dir.display(),
+            batches = found.batches,
+            records = found.records,
+            segments = found.segments,
+            bytes = found.bytes,
+            first_sequence = found.first_sequence.unwrap_or(0),
+            last_sequence = found.last_sequence.unwrap_or(0),
+            corrupt_frames = found.corrupt_frames,
+            truncated_bytes = found.truncated_bytes,
+            "disk spool recovered: these batches are delivered first"
+        );
+    }
+    Ok(spool)
 }
 
 /// Awaits every handle in turn (their panics are logged, not propagated).

@@ -23,12 +23,22 @@ pub enum DropReason {
     ShutdownTimeout,
     /// An internal invariant failed (should never happen; logged at error).
     Internal,
+    /// The Kafka output's disk spool was full (`spool.when_full` chose these; logged at error).
+    SpoolFull,
+    /// The disk spool could not be written or read back (I/O error, corruption; logged at error).
+    SpoolError,
 }
 
 impl DropReason {
     /// Every reason, in exposition order.
-    pub const ALL: [DropReason; 4] =
-        [DropReason::Invalid, DropReason::QueueFull, DropReason::ShutdownTimeout, DropReason::Internal];
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Invalid,
+        DropReason::QueueFull,
+        DropReason::ShutdownTimeout,
+        DropReason::Internal,
+        DropReason::SpoolFull,
+        DropReason::SpoolError,
+    ];
 
     /// The label value.
     pub fn as_str(self) -> &'static str {
@@ -37,6 +47,8 @@ impl DropReason {
             DropReason::QueueFull => "queue_full",
             DropReason::ShutdownTimeout => "shutdown_timeout",
             DropReason::Internal => "internal",
+            DropReason::SpoolFull => "spool_full",
+            DropReason::SpoolError => "spool_error",
         }
     }
 
@@ -46,6 +58,8 @@ impl DropReason {
             DropReason::QueueFull => 1,
             DropReason::ShutdownTimeout => 2,
             DropReason::Internal => 3,
+            DropReason::SpoolFull => 4,
+            DropReason::SpoolError => 5,
         }
     }
 }
@@ -91,14 +105,53 @@ pub struct Metrics {
     duplicate: AtomicU64,
     rejected: AtomicU64,
     aggregator_invalid: AtomicU64,
-    dropped: [AtomicU64; 4],
+    dropped: [AtomicU64; 6],
     batches_acked: AtomicU64,
     reconnects: AtomicU64,
     queue_depth: AtomicI64,
     queue_records: AtomicI64,
     in_flight: AtomicI64,
     in_flight_records: AtomicI64,
+    kafka: KafkaMetrics,
     limiter: RateLimiter,
+}
+
+/// Upper bounds (seconds) of the produce latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 30.0];
+
+/// The Kafka output's and its spool's counters and gauges.
+#[derive(Debug, Default)]
+struct KafkaMetrics {
+    produced_batches: AtomicU64,
+    produced_records: AtomicU64,
+    delivery_failures: AtomicU64,
+    outages: AtomicU64,
+    latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_count: AtomicU64,
+    latency_sum_us: AtomicU64,
+    spooled_batches: AtomicU64,
+    spooled_records: AtomicU64,
+    spool_bytes: AtomicU64,
+    spool_segments: AtomicU64,
+    spool_batches: AtomicU64,
+    spool_records: AtomicU64,
+    spool_dropped_batches: AtomicU64,
+    spool_dropped_records: AtomicU64,
+    spool_corrupt_frames: AtomicU64,
+    spool_truncated_bytes: AtomicU64,
+}
+
+/// The spool's size right now (gauges).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SpoolGauges {
+    /// Bytes of all segment files.
+    pub bytes: u64,
+    /// Segment files.
+    pub segments: u64,
+    /// Spooled batches not yet acknowledged by the broker.
+    pub batches: u64,
+    /// Records in those batches.
+    pub records: u64,
 }
 
 /// A point-in-time copy of every metric.
@@ -142,6 +195,43 @@ pub struct MetricsSnapshot {
     pub in_flight: u64,
     /// Records in those batches.
     pub in_flight_records: u64,
+    /// Records dropped because the disk spool was full.
+    pub dropped_spool_full: u64,
+    /// Records dropped because the disk spool failed (I/O error, corruption found while reading).
+    pub dropped_spool_error: u64,
+    /// Kafka output: batches the broker acknowledged.
+    pub kafka_produced_batches: u64,
+    /// Kafka output: records in those batches.
+    pub kafka_produced_records: u64,
+    /// Kafka output: delivery attempts of a batch that failed or timed out (the batch was
+    /// spooled and is retried).
+    pub kafka_delivery_failures: u64,
+    /// Kafka output: times the broker was declared unreachable (output switched to the spool).
+    pub kafka_outages: u64,
+    /// Kafka output: acknowledged produce calls measured for latency.
+    pub kafka_produce_latency_count: u64,
+    /// Kafka output: their total latency, in microseconds.
+    pub kafka_produce_latency_sum_us: u64,
+    /// Batches written to the disk spool (each write counted once).
+    pub spooled_batches: u64,
+    /// Records in those batches.
+    pub spooled_records: u64,
+    /// Gauge: bytes of the spool's segment files.
+    pub spool_bytes: u64,
+    /// Gauge: spool segment files.
+    pub spool_segments: u64,
+    /// Gauge: spooled batches not yet acknowledged by the broker.
+    pub spool_batches: u64,
+    /// Gauge: records in those batches.
+    pub spool_records: u64,
+    /// Spooled (or about to be spooled) batches dropped because the spool was full.
+    pub spool_dropped_batches: u64,
+    /// Records in those batches.
+    pub spool_dropped_records: u64,
+    /// Torn or corrupt spool frames found (and cut off) when the spool was opened or read.
+    pub spool_corrupt_frames: u64,
+    /// Bytes cut off the spool with them.
+    pub spool_truncated_bytes: u64,
 }
 
 impl MetricsSnapshot {
@@ -152,7 +242,12 @@ impl MetricsSnapshot {
 
     /// Dropped records, all reasons.
     pub fn dropped(&self) -> u64 {
-        self.dropped_invalid + self.dropped_queue_full + self.dropped_shutdown_timeout + self.dropped_internal
+        self.dropped_invalid
+            + self.dropped_queue_full
+            + self.dropped_shutdown_timeout
+            + self.dropped_internal
+            + self.dropped_spool_full
+            + self.dropped_spool_error
     }
 }
 
@@ -166,6 +261,10 @@ fn gauge(a: &AtomicI64) -> u64 {
 
 fn add(a: &AtomicU64, n: usize) {
     a.fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Ordering::Relaxed);
+}
+
+fn set(a: &AtomicU64, v: u64) {
+    a.store(v, Ordering::Relaxed);
 }
 
 fn shift(a: &AtomicI64, n: usize, up: bool) {
@@ -235,11 +334,69 @@ impl Metrics {
         }
         add(&self.dropped[reason.index()], n);
         let Some(suppressed) = self.limiter.allow(reason.as_str()) else { return };
-        if reason == DropReason::Internal {
+        if matches!(reason, DropReason::Internal | DropReason::SpoolFull | DropReason::SpoolError) {
             tracing::error!(reason = reason.as_str(), records = n, suppressed, "dropped records: {detail}");
         } else {
             tracing::warn!(reason = reason.as_str(), records = n, suppressed, "dropped records: {detail}");
         }
+    }
+
+    /// Kafka output: the broker acknowledged a batch of `records`, `latency` after it was
+    /// handed to the producer.
+    pub fn kafka_produced(&self, records: usize, latency: Duration) {
+        let k = &self.kafka;
+        let secs = latency.as_secs_f64();
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|le| secs <= *le) {
+            add(&k.latency_buckets[i], 1);
+        }
+        add(&k.latency_count, 1);
+        k.latency_sum_us.fetch_add(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), Ordering::Relaxed);
+        add(&k.produced_batches, 1);
+        add(&k.produced_records, records);
+    }
+
+    /// Kafka output: `batches` delivery attempts failed or timed out.
+    pub fn kafka_delivery_failures(&self, batches: usize) {
+        add(&self.kafka.delivery_failures, batches);
+    }
+
+    /// Kafka output: the broker was declared unreachable.
+    pub fn kafka_outage(&self) {
+        add(&self.kafka.outages, 1);
+    }
+
+    /// A batch of `records` was written to the spool.
+    pub fn spooled(&self, records: usize) {
+        add(&self.kafka.spooled_batches, 1);
+        add(&self.kafka.spooled_records, records);
+    }
+
+    /// The spool's current size.
+    pub fn spool_gauges(&self, g: SpoolGauges) {
+        let k = &self.kafka;
+        set(&k.spool_bytes, g.bytes);
+        set(&k.spool_segments, g.segments);
+        set(&k.spool_batches, g.batches);
+        set(&k.spool_records, g.records);
+    }
+
+    /// `batches` batches of `records` records were dropped because the spool was full; counts
+    /// them (also as `dropped{reason="spool_full"}`) and logs `detail` at error (rate limited).
+    pub fn spool_dropped(&self, batches: usize, records: usize, detail: &str) {
+        add(&self.kafka.spool_dropped_batches, batches);
+        add(&self.kafka.spool_dropped_records, records);
+        self.drop_records(DropReason::SpoolFull, records, detail);
+    }
+
+    /// `frames` torn or corrupt spool frames spanning `bytes` bytes were cut off.
+    pub fn spool_corrupt(&self, frames: u64, bytes: u64) {
+        self.kafka.spool_corrupt_frames.fetch_add(frames, Ordering::Relaxed);
+        self.kafka.spool_truncated_bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    /// Whether a rate-limited message under `key` may be logged now (at most every 10 s).
+    pub fn log_allowed(&self, key: &'static str) -> bool {
+        self.limiter.allow(key).is_some()
     }
 
     /// Rate-limited warn logging for problems that are not drops (retries, rejections).
@@ -271,6 +428,24 @@ impl Metrics {
             queue_records: gauge(&self.queue_records),
             in_flight: gauge(&self.in_flight),
             in_flight_records: gauge(&self.in_flight_records),
+            dropped_spool_full: load(&self.dropped[DropReason::SpoolFull.index()]),
+            dropped_spool_error: load(&self.dropped[DropReason::SpoolError.index()]),
+            kafka_produced_batches: load(&self.kafka.produced_batches),
+            kafka_produced_records: load(&self.kafka.produced_records),
+            kafka_delivery_failures: load(&self.kafka.delivery_failures),
+            kafka_outages: load(&self.kafka.outages),
+            kafka_produce_latency_count: load(&self.kafka.latency_count),
+            kafka_produce_latency_sum_us: load(&self.kafka.latency_sum_us),
+            spooled_batches: load(&self.kafka.spooled_batches),
+            spooled_records: load(&self.kafka.spooled_records),
+            spool_bytes: load(&self.kafka.spool_bytes),
+            spool_segments: load(&self.kafka.spool_segments),
+            spool_batches: load(&self.kafka.spool_batches),
+            spool_records: load(&self.kafka.spool_records),
+            spool_dropped_batches: load(&self.kafka.spool_dropped_batches),
+            spool_dropped_records: load(&self.kafka.spool_dropped_records),
+            spool_corrupt_frames: load(&self.kafka.spool_corrupt_frames),
+            spool_truncated_bytes: load(&self.kafka.spool_truncated_bytes),
         }
     }
 
@@ -301,7 +476,7 @@ impl Metrics {
         metric(
             "sent_total",
             "counter",
-            "Records in batches acknowledged by the aggregator as ACCEPTED or DUPLICATE.",
+            "Records in batches acknowledged by the output: the aggregator (ACCEPTED or DUPLICATE), or Kafka.",
             &[("", s.sent)],
         );
         metric(
@@ -310,7 +485,12 @@ impl Metrics {
             "Records in batches acknowledged as DUPLICATE (already stored).",
             &[("", s.duplicate)],
         );
-        metric("rejected_total", "counter", "Records in batches REJECTED by the aggregator.", &[("", s.rejected)]);
+        metric(
+            "rejected_total",
+            "counter",
+            "Records in batches REJECTED by the aggregator, or refused for good by Kafka (e.g. too large).",
+            &[("", s.rejected)],
+        );
         metric(
             "aggregator_invalid_total",
             "counter",
@@ -323,7 +503,12 @@ impl Metrics {
             .collect();
         let dropped: Vec<(&str, u64)> = dropped.iter().map(|(l, v)| (l.as_str(), *v)).collect();
         metric("dropped_total", "counter", "Records dropped by the agent, by reason.", &dropped);
-        metric("batches_acked_total", "counter", "Batches acknowledged by the aggregator.", &[("", s.batches_acked)]);
+        metric(
+            "batches_acked_total",
+            "counter",
+            "Batches acknowledged by the output (aggregator or Kafka broker).",
+            &[("", s.batches_acked)],
+        );
         metric(
             "reconnects_total",
             "counter",
@@ -334,6 +519,85 @@ impl Metrics {
         metric("queue_records", "gauge", "Records in the batches waiting to be sent.", &[("", s.queue_records)]);
         metric("in_flight", "gauge", "Batches sent and not yet acknowledged.", &[("", s.in_flight)]);
         metric("in_flight_records", "gauge", "Records in unacknowledged batches.", &[("", s.in_flight_records)]);
+        metric(
+            "kafka_produced_batches_total",
+            "counter",
+            "Kafka output: batches acknowledged by the broker.",
+            &[("", s.kafka_produced_batches)],
+        );
+        metric(
+            "kafka_produced_records_total",
+            "counter",
+            "Kafka output: records in batches acknowledged by the broker.",
+            &[("", s.kafka_produced_records)],
+        );
+        metric(
+            "kafka_delivery_failures_total",
+            "counter",
+            "Kafka output: batch deliveries that failed or timed out (the batches were spooled for a retry).",
+            &[("", s.kafka_delivery_failures)],
+        );
+        metric(
+            "kafka_outages_total",
+            "counter",
+            "Kafka output: times the broker was declared unreachable and batches went to the disk spool.",
+            &[("", s.kafka_outages)],
+        );
+        metric("spooled_batches_total", "counter", "Batches written to the disk spool.", &[("", s.spooled_batches)]);
+        metric(
+            "spooled_records_total",
+            "counter",
+            "Records in batches written to the disk spool.",
+            &[("", s.spooled_records)],
+        );
+        metric("spool_bytes", "gauge", "Bytes of the disk spool's segment files.", &[("", s.spool_bytes)]);
+        metric("spool_segments", "gauge", "Segment files of the disk spool.", &[("", s.spool_segments)]);
+        metric(
+            "spool_batches",
+            "gauge",
+            "Spooled batches not yet acknowledged by the broker.",
+            &[("", s.spool_batches)],
+        );
+        metric("spool_records", "gauge", "Records in spooled, unacknowledged batches.", &[("", s.spool_records)]);
+        metric(
+            "spool_dropped_batches_total",
+            "counter",
+            "Batches dropped because the disk spool was full (spool.when_full).",
+            &[("", s.spool_dropped_batches)],
+        );
+        metric(
+            "spool_dropped_records_total",
+            "counter",
+            "Records in batches dropped because the disk spool was full.",
+            &[("", s.spool_dropped_records)],
+        );
+        metric(
+            "spool_corrupt_frames_total",
+            "counter",
+            "Torn or corrupt spool frames found and cut off (recovery after a crash or disk damage).",
+            &[("", s.spool_corrupt_frames)],
+        );
+        metric(
+            "spool_truncated_bytes_total",
+            "counter",
+            "Bytes cut off the disk spool with torn or corrupt frames.",
+            &[("", s.spool_truncated_bytes)],
+        );
+        let name = "meshmon_agent_kafka_produce_latency_seconds";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Kafka output: time from handing a batch to the producer to the broker's acknowledgement."
+        );
+        let _ = writeln!(out, "# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (le, bucket) in LATENCY_BUCKETS.iter().zip(&self.kafka.latency_buckets) {
+            cumulative += load(bucket);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", s.kafka_produce_latency_count);
+        let sum = s.kafka_produce_latency_sum_us as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}");
+        let _ = writeln!(out, "{name}_count {}", s.kafka_produce_latency_count);
         out
     }
 }
@@ -416,6 +680,45 @@ mod tests {
             "meshmon_agent_in_flight 1",
             "# TYPE meshmon_agent_in_flight gauge",
             "# TYPE meshmon_agent_sent_total counter",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn kafka_and_spool_metrics_and_latency_histogram() {
+        let m = Metrics::new();
+        m.kafka_produced(500, Duration::from_millis(3));
+        m.kafka_produced(500, Duration::from_secs(60));
+        m.kafka_delivery_failures(2);
+        m.kafka_outage();
+        m.spooled(500);
+        m.spool_gauges(SpoolGauges { bytes: 4096, segments: 1, batches: 1, records: 500 });
+        m.spool_dropped(1, 500, "test");
+        m.spool_corrupt(1, 17);
+        let s = m.snapshot();
+        assert_eq!((s.kafka_produced_batches, s.kafka_produced_records, s.kafka_produce_latency_count), (2, 1000, 2));
+        assert_eq!(s.kafka_produce_latency_sum_us, 60_003_000);
+        assert_eq!(
+            (s.spool_bytes, s.spool_batches, s.spool_dropped_records, s.dropped_spool_full),
+            (4096, 1, 500, 500)
+        );
+        assert_eq!(s.dropped(), 500);
+        let text = m.render_prometheus();
+        for line in [
+            "meshmon_agent_kafka_produced_records_total 1000",
+            "meshmon_agent_kafka_delivery_failures_total 2",
+            "meshmon_agent_spool_bytes 4096",
+            "meshmon_agent_spool_dropped_batches_total 1",
+            "meshmon_agent_spool_corrupt_frames_total 1",
+            "meshmon_agent_dropped_total{reason=\"spool_full\"} 500",
+            "meshmon_agent_kafka_produce_latency_seconds_bucket{le=\"0.0025\"} 0",
+            "meshmon_agent_kafka_produce_latency_seconds_bucket{le=\"0.005\"} 1",
+            "meshmon_agent_kafka_produce_latency_seconds_bucket{le=\"30\"} 1",
+            "meshmon_agent_kafka_produce_latency_seconds_bucket{le=\"+Inf\"} 2",
+            "meshmon_agent_kafka_produce_latency_seconds_count 2",
+            "meshmon_agent_kafka_produce_latency_seconds_sum 60.003",
+            "# TYPE meshmon_agent_kafka_produce_latency_seconds histogram",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

@@ -110,6 +110,14 @@ impl WireBatch {
         Ok(RecordBatch { agent_id: self.agent_id.clone(), sequence: self.sequence, sent_at: None, records })
     }
 
+    /// The `RecordBatch` message with this `sent_at`, in one buffer: exactly the bytes the gRPC
+    /// sender writes for it (the Kafka output's message value).
+    pub fn encode_message(&self, sent_at: &Timestamp) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.encoded_len(sent_at));
+        self.encode(sent_at, &mut buf);
+        buf.freeze()
+    }
+
     fn encoded_len(&self, sent_at: &Timestamp) -> usize {
         let records: usize =
             self.records.iter().map(WireRecord::encoded_len).map(|n| 1 + encoded_len_varint(n as u64) + n).sum();
@@ -937,6 +945,7 @@ mod tests {
         assert_eq!(buf.len(), wire.encoded_len(&sent_at));
         let want = RecordBatch { sent_at: Some(sent_at), ..batch };
         assert_eq!(buf, want.encode_to_vec(), "byte for byte what prost writes");
+        assert_eq!(wire.encode_message(&sent_at), buf, "the Kafka message value is the same bytes");
         assert_eq!(wire.decode().unwrap(), RecordBatch { sent_at: None, ..want });
     }
 }

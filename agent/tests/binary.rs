@@ -175,6 +175,60 @@ async fn sigterm_with_unreachable_aggregator_reports_undelivered_and_exits_3() {
     assert!(stderr.contains("undelivered_batches=1"), "{stderr}");
 }
 
+#[tokio::test]
+async fn sigterm_with_kafka_unreachable_spools_and_exits_zero() {
+    let dead = dead_address().await;
+    let dir = tempfile::tempdir().unwrap();
+    let extra = format!(
+        "output_kind = \"kafka\"\nshutdown_timeout = \"3s\"\n[kafka]\nbrokers = [\"{dead}\"]\ndelivery_timeout = \"10s\"\n"
+    );
+    let config = write_config(dir.path(), "http://127.0.0.1:1", &extra);
+    let mut agent = spawn_agent(dir.path(), &config).await;
+    let body = "{\"metric\":\"a\",\"value\":1}\n{\"metric\":\"b\",\"value\":2}\n{\"metric\":\"c\",\"value\":3}\n";
+    assert_eq!(http(agent.http, "POST", "/v1/records", body.as_bytes()).await.status, 200);
+    agent.sigterm();
+    let status = agent.wait(Duration::from_secs(30)).await;
+    let stderr = agent.stderr();
+    assert!(status.success(), "spooled is not undelivered: {status:?}; stderr:\n{stderr}");
+    assert!(stderr.contains("spooled_batches=1") && stderr.contains("spooled_records=3"), "{stderr}");
+    assert!(stderr.contains("shutdown deadline reached"), "in flight at the deadline, then spooled: {stderr}");
+    let spool = dir.path().join("state").join("spool");
+    let segments = std::fs::read_dir(&spool)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"));
+    assert_eq!(segments.count(), 1, "the batch waits in {}", spool.display());
+}
+
+#[test]
+fn kafka_secrets_come_from_the_environment_or_a_file_never_from_flags_or_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["--output-kind", "kafka", "--print-config"])
+        .env("MESHMON_AGENT_KAFKA_SASL_PASSWORD", "hunter2")
+        .env("MESHMON_AGENT_KAFKA_PROPERTIES", "security.protocol=sasl_plaintext,sasl.mechanism=PLAIN")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(!printed.contains("hunter2"), "{printed}");
+    assert!(printed.contains("output_kind = \"kafka\"") && printed.contains("sasl_plaintext"), "{printed}");
+    let out = Command::new(BIN).args(["--kafka-property", "sasl.password=hunter2"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kafka.properties") && !stderr.contains("hunter2"), "{stderr}");
+    let missing = dir.path().join("no-such-password-file");
+    let out = Command::new(BIN)
+        .args(["--output-kind", "kafka", "--state-dir", dir.path().join("s").to_str().unwrap()])
+        .args(["--grpc-listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .arg("--kafka-sasl-password-file")
+        .arg(&missing)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("kafka.sasl_password_file"), "{stderr}");
+}
+
 #[test]
 fn help_explains_every_flag_and_its_default() {
     let out = Command::new(BIN).arg("--help").output().unwrap();
@@ -212,6 +266,19 @@ fn help_explains_every_flag_and_its_default() {
         "--system-enabled",
         "--system-interval",
         "--log",
+        "--output-kind",
+        "--kafka-brokers",
+        "--kafka-topic",
+        "--kafka-compression",
+        "--kafka-linger",
+        "--kafka-delivery-timeout",
+        "--kafka-message-max-bytes",
+        "--kafka-property",
+        "--kafka-sasl-password-file",
+        "--spool-max-bytes",
+        "--spool-segment-bytes",
+        "--spool-when-full",
+        "--spool-fsync-interval",
     ] {
         let block = blocks
             .iter()
@@ -220,7 +287,15 @@ fn help_explains_every_flag_and_its_default() {
         assert!(block.contains("[default:"), "{flag} does not state its default:\n{block}");
         assert!(block.contains("[env: MESHMON_AGENT_"), "{flag} does not name its environment variable:\n{block}");
     }
-    for text in ["[default: 1000]", "[default: http://127.0.0.1:7700]", "[default: 10s]", "Exit status:"] {
+    for text in [
+        "[default: 1000]",
+        "[default: http://127.0.0.1:7700]",
+        "[default: 10s]",
+        "Exit status:",
+        "[default: meshmon.records]",
+        "[default: lz4]",
+        "MESHMON_AGENT_KAFKA_SASL_PASSWORD",
+    ] {
         assert!(help.contains(text), "{text} missing from --help");
     }
 }

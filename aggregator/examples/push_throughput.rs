@@ -15,13 +15,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::Stream;
 use meshmon_aggregator::config::AggregatorConfig;
-use meshmon_aggregator::engine::Value;
 use meshmon_aggregator::server;
-use meshmon_aggregator::synthetic::{FleetShape, generate};
-use meshmon_proto::nanos_to_timestamp;
+use meshmon_aggregator::synthetic;
 use meshmon_proto::v1::ingest_client::IngestClient;
 use meshmon_proto::v1::ingest_server::{Ingest, IngestServer};
-use meshmon_proto::v1::{self, AckStatus, BatchAck, RecordBatch};
+use meshmon_proto::v1::{AckStatus, BatchAck, RecordBatch};
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -60,35 +58,7 @@ impl Ingest for Sink {
 /// Reference-fleet records as wire batches of 1 000, one sequence of batches per stream.
 fn wire_batches(records: usize, streams: usize) -> Vec<Vec<RecordBatch>> {
     let now = meshmon_aggregator::runtime::clock::now_nanos();
-    let shape = FleetShape { start: now - 600_000_000_000, ..FleetShape::reference() };
-    let all: Vec<v1::Record> = generate(&shape, records, 11)
-        .into_iter()
-        .flat_map(|b| b.records)
-        .map(|r| v1::Record {
-            metric: r.metric,
-            value: Some(match r.value {
-                Value::Float(v) => v1::record::Value::DoubleValue(v),
-                Value::Decimal(_) => v1::record::Value::DoubleValue(0.0),
-            }),
-            event_time: Some(nanos_to_timestamp(r.time)),
-            cluster: r.cluster,
-            node: r.node,
-            tags: r.tags.into_iter().collect(),
-            raw: None,
-        })
-        .collect();
-    let mut per_stream: Vec<Vec<RecordBatch>> = vec![Vec::new(); streams];
-    for (i, chunk) in all.chunks(1_000).enumerate() {
-        let s = i % streams;
-        let sequence = per_stream[s].len() as u64 + 1;
-        per_stream[s].push(RecordBatch {
-            agent_id: format!("bench-app-{s}"),
-            sequence,
-            sent_at: None,
-            records: chunk.to_vec(),
-        });
-    }
-    per_stream
+    synthetic::wire_batches(records, streams, 1_000, now, 600_000_000_000)
 }
 
 /// Pushes every stream concurrently to `addr`; returns (records acked, seconds).
@@ -182,7 +152,7 @@ fn bench_aggregator(batches: Vec<Vec<RecordBatch>>, n: usize) {
     config.engine.limits.max_past = 0;
     let system = actix_rt::System::new();
     let running = system.block_on(server::start(&config)).unwrap_or_else(|e| panic!("{e}"));
-    let addr = running.grpc_addr;
+    let addr = running.grpc_addr.unwrap_or_else(|| panic!("embedded mode serves gRPC"));
     let client = std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
         rt.block_on(push_all(addr, batches))

@@ -13,6 +13,7 @@ use serde::{Deserialize, Deserializer};
 
 use crate::engine::time::parse_duration;
 use crate::engine::{DimensionField, DimensionSpec, EngineConfig, Limits, Nanos, TagDimensions, WindowSpec};
+use crate::kafka::{CheckpointSection, KafkaSection};
 use crate::runtime::PipelineConfig;
 use crate::store::StoreConfig;
 
@@ -26,6 +27,10 @@ pub struct AggregatorConfig {
     pub engine: EngineSection,
     /// The embedded store.
     pub store: StoreSection,
+    /// Kafka mode (on when `kafka.brokers` is set): input topic, outputs, consumer group.
+    pub kafka: KafkaSection,
+    /// Checkpoints of window state and offsets (Kafka mode).
+    pub checkpoint: CheckpointSection,
 }
 
 /// Listening addresses (loopback by default).
@@ -230,13 +235,16 @@ pub enum ConfigFileError {
 }
 
 /// Environment variables read by [`AggregatorConfig::apply_env`], with what they set.
-pub const ENV_VARS: [(&str, &str); 6] = [
+pub const ENV_VARS: [(&str, &str); 9] = [
     ("MESHMON_GRPC_LISTEN", "listen.grpc"),
     ("MESHMON_HTTP_LISTEN", "listen.http"),
     ("MESHMON_DATA_DIR", "store.data_dir"),
     ("MESHMON_WINDOW", "engine.window"),
     ("MESHMON_SHARDS", "engine.shards"),
     ("MESHMON_RETENTION", "store.retention"),
+    ("MESHMON_KAFKA_BROKERS", "kafka.brokers"),
+    ("MESHMON_KAFKA_INPUT_TOPIC", "kafka.input_topic"),
+    ("MESHMON_KAFKA_GROUP_ID", "kafka.group_id"),
 ];
 
 impl AggregatorConfig {
@@ -274,6 +282,15 @@ impl AggregatorConfig {
         }
         if let Some(v) = var("MESHMON_SHARDS") {
             self.engine.shards = parse("MESHMON_SHARDS", &v)?;
+        }
+        if let Some(v) = var("MESHMON_KAFKA_BROKERS") {
+            self.kafka.brokers = v;
+        }
+        if let Some(v) = var("MESHMON_KAFKA_INPUT_TOPIC") {
+            self.kafka.input_topic = v;
+        }
+        if let Some(v) = var("MESHMON_KAFKA_GROUP_ID") {
+            self.kafka.group_id = v;
         }
         if let Some(v) = var("MESHMON_RETENTION") {
             self.store.retention = parse_duration(&v)
@@ -327,6 +344,11 @@ impl AggregatorConfig {
         };
         config.validate().map_err(|err| ConfigFileError::Invalid(err.to_string()))?;
         Ok(config)
+    }
+
+    /// The checkpoint file: `checkpoint.path`, relative to `store.data_dir` unless absolute.
+    pub fn checkpoint_path(&self) -> PathBuf {
+        self.store.data_dir.join(&self.checkpoint.path)
     }
 
     /// The pipeline configuration these settings describe.

@@ -43,7 +43,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     config.store.data_dir = data_dir.join("aggregator");
     config.store.retention = 3_600 * 1_000 * NANOS_PER_MILLI;
     let running = server::start(&config).await.context("starting the aggregator")?;
-    let (grpc, http) = (running.grpc_addr, running.http_addr);
+    let http = running.http_addr;
+    let grpc = running.grpc_addr.context("the demo runs the embedded (gRPC) mode")?;
 
     let mut agent_config = meshmon_agent::Config {
         agent_id: format!("demo-{}", meshmon_agent::config::host_name()),

@@ -5,9 +5,12 @@
 //! sinks that drive it are built on top of it in later modules.
 
 pub mod batch_mode;
+pub mod checkpoint;
 pub mod config;
 pub mod engine;
 pub mod http;
+pub mod kafka;
+pub mod rfc3339;
 pub mod runtime;
 pub mod server;
 pub mod source;

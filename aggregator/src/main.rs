@@ -53,6 +53,38 @@ enum Command {
     /// Output columns: dimension_kind, metric, dimension, window_start_ms, window_end_ms, max,
     /// min, avg, last, sum, count.
     Aggregate(AggregateArgs),
+    /// Kafka mode: rebuild the aggregates and raw records of a time range from the input topic,
+    /// idempotently (every write is keyed: the same values are written again).
+    ///
+    /// Reads the [kafka], [engine] and [store] settings of --config. Reads every partition from
+    /// the offset of time FROM minus (allowed lateness + out-of-orderness) to the end of the log
+    /// (as of the start), in event-time order through a fresh engine, and
+    /// writes only windows wholly inside [FROM, TO) and records with event times inside it — to
+    /// the embedded store (stop `serve` first: the store file is single-writer, or use
+    /// --data-dir for another store) and to the output topic. Progress is drawn on stderr.
+    Replay(ReplayArgs),
+}
+
+#[derive(Args, Debug)]
+struct ReplayArgs {
+    /// TOML configuration file with a [kafka] section.
+    #[arg(long)]
+    config: PathBuf,
+    /// Start of the range, RFC 3339 (e.g. 2026-11-21T08:00:00Z).
+    #[arg(long)]
+    from: String,
+    /// End of the range, RFC 3339 [default: now minus (window + allowed lateness + out-of-orderness)].
+    #[arg(long)]
+    to: Option<String>,
+    /// Directory of the embedded store to write [default: store.data_dir of --config].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Do not write aggregate updates to the output topic.
+    #[arg(long)]
+    no_output_topic: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// The engine settings shared by every mode.
@@ -239,13 +271,73 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<AggregatorConfig> {
 fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
     let config = serve_config(args)?;
     actix_rt::System::new().block_on(async move {
-        let running = server::start(&config).await?;
-        println!("meshmon aggregator: gRPC ingest {}, HTTP http://{}/", running.grpc_addr, running.http_addr);
-        server::shutdown_signal().await;
+        let mut running = server::start(&config).await?;
+        match running.grpc_addr {
+            Some(grpc) => println!("meshmon aggregator: gRPC ingest {grpc}, HTTP http://{}/", running.http_addr),
+            None => println!(
+                "meshmon aggregator: Kafka input {} (topic {}), HTTP http://{}/",
+                config.kafka.brokers, config.kafka.input_topic, running.http_addr
+            ),
+        }
+        let failure = tokio::select! {
+            () = server::shutdown_signal() => None,
+            e = running.failed() => Some(e),
+        };
         tracing::info!("shutting down");
         running.stop().await;
-        Ok(())
+        match failure {
+            // Fail-stop: a restart resumes from the last checkpoint and rewrites identical values.
+            Some(e) => Err(anyhow::anyhow!("kafka source failed: {e}")),
+            None => Ok(()),
+        }
     })
+}
+
+fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
+    use meshmon_aggregator::kafka::replay::{ReplayRange, replay, window_span};
+    use meshmon_aggregator::kafka::{KafkaMetrics, OutputProducer};
+    use meshmon_aggregator::rfc3339::parse_rfc3339;
+    use meshmon_aggregator::store::EmbeddedStore;
+    let mut config = AggregatorConfig::from_file(&args.config)?;
+    config.apply_env(|k| std::env::var(k).ok())?;
+    if let Some(dir) = &args.data_dir {
+        config.store.data_dir = dir.clone();
+    }
+    anyhow::ensure!(config.kafka.enabled(), "{}: replay needs a [kafka] section with brokers", args.config.display());
+    config.kafka.validate()?;
+    let pipeline = config.pipeline_config()?;
+    let from = parse_rfc3339(&args.from).context("--from")?;
+    let to = match &args.to {
+        Some(t) => parse_rfc3339(t).context("--to")?,
+        None => {
+            let e = &pipeline.engine;
+            let settle = window_span(e.window).saturating_add(e.allowed_lateness).saturating_add(e.out_of_orderness);
+            let now = Nanos::try_from(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos())?;
+            now.saturating_sub(settle)
+        }
+    };
+    std::fs::create_dir_all(&config.store.data_dir)
+        .with_context(|| format!("creating {}", config.store.data_dir.display()))?;
+    let store = EmbeddedStore::open(&pipeline.store_path, pipeline.store)
+        .with_context(|| format!("opening the store {} (is `serve` running on it?)", pipeline.store_path.display()))?;
+    let producer = if args.no_output_topic || config.kafka.output_topic.is_empty() {
+        None
+    } else {
+        Some(std::sync::Arc::new(OutputProducer::new(&config.kafka, std::sync::Arc::new(KafkaMetrics::default()))?))
+    };
+    let started = Instant::now();
+    let report =
+        replay(&config.kafka, &pipeline.engine, &ReplayRange { from, to }, &store, producer.as_ref(), !args.quiet)?;
+    println!(
+        "replayed {} messages ({} undecodable) in {:.1} s: wrote {} aggregate changes, {} raw records, {} dead letters",
+        report.messages,
+        report.undecodable,
+        started.elapsed().as_secs_f64(),
+        report.aggregates,
+        report.raw,
+        report.dead_letters
+    );
+    Ok(())
 }
 
 fn run_demo(args: &DemoArgs) -> anyhow::Result<()> {
@@ -267,5 +359,6 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => run_serve(args),
         Command::Demo(args) => run_demo(args),
         Command::Aggregate(args) => run_aggregate(args),
+        Command::Replay(args) => run_replay(args),
     }
 }

@@ -1,10 +1,13 @@
-//! `meshmon-aggregator serve`: the pipeline behind a gRPC ingest and an HTTP server.
+//! `meshmon-aggregator serve`: the pipeline behind its input and an HTTP server.
 //!
 //! Role: binds the listening sockets (so port 0 works and the bound addresses are known),
-//! starts the [`Pipeline`], serves `meshmon.v1.Ingest` on the gRPC address and the JSON API,
-//! `/metrics` and the built-in page on the HTTP address, and stops gracefully: no new batches,
-//! every shard writes what it collected, then the servers close. Must run inside an actix
-//! system. Touches the sockets, the store file (through the pipeline) and nothing else.
+//! starts the [`Pipeline`] and its input — in embedded mode `meshmon.v1.Ingest` on the gRPC
+//! address; in Kafka mode (`kafka.brokers` set) the Kafka source, restored from the last
+//! checkpoint, with no gRPC ingest (a batch acked over gRPC would not be in any checkpoint) —
+//! and the JSON API, `/metrics` and the built-in page on the HTTP address. Stops gracefully:
+//! no new batches; embedded mode makes every shard write what it collected, Kafka mode takes a
+//! final checkpoint; then the servers close. Must run inside an actix system. Touches the
+//! sockets, the store and checkpoint files and the Kafka connections (through its parts).
 
 use std::net::SocketAddr;
 
@@ -12,10 +15,16 @@ use actix_web::{App, HttpServer, web};
 use meshmon_proto::v1::ingest_server::IngestServer;
 use tokio::sync::oneshot;
 
+use std::sync::Arc;
+
+use crate::checkpoint::{CheckpointError, CheckpointStore};
 use crate::config::{AggregatorConfig, ConfigFileError};
+use crate::engine::snapshot::{EngineSnapshot, SnapshotError};
 use crate::http::{HttpState, configure};
+use crate::kafka::source::{self, SourceOptions};
+use crate::kafka::{KafkaMetrics, OutputError, OutputProducer, SourceError, SourceHandle};
 use crate::runtime::messages::Flush;
-use crate::runtime::{Pipeline, StartError};
+use crate::runtime::{DurableOutputs, Pipeline, StartError, StartOptions};
 
 /// How long a stopping server lets open ingest streams finish.
 pub const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -23,14 +32,14 @@ pub const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 /// A running server.
 #[derive(Debug)]
 pub struct RunningServer {
-    /// Where agents push (gRPC).
-    pub grpc_addr: SocketAddr,
+    /// Where agents push (gRPC); `None` in Kafka mode.
+    pub grpc_addr: Option<SocketAddr>,
     /// Where the API, `/metrics` and the page are served.
     pub http_addr: SocketAddr,
     /// The pipeline.
     pub pipeline: Pipeline,
-    grpc_stop: oneshot::Sender<()>,
-    grpc_done: tokio::task::JoinHandle<()>,
+    grpc: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    source: Option<SourceHandle>,
     http: actix_web::dev::ServerHandle,
 }
 
@@ -43,6 +52,18 @@ pub enum ServeError {
     /// The pipeline could not start.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The checkpoint file could not be used.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The checkpoint's engine state is unreadable.
+    #[error("checkpoint engine state: {0}")]
+    Snapshot(#[from] SnapshotError),
+    /// The Kafka output producer could not be created.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The Kafka source could not start.
+    #[error(transparent)]
+    Source(#[from] SourceError),
     /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -57,14 +78,84 @@ pub enum ServeError {
 pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeError> {
     std::fs::create_dir_all(&config.store.data_dir)
         .map_err(|source| ServeError::Config(ConfigFileError::Read { path: config.store.data_dir.clone(), source }))?;
-    let pipeline = Pipeline::start(config.pipeline_config()?)?;
-
     let bind = |addr: SocketAddr| {
         std::net::TcpListener::bind(addr)
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr, source })
     };
-    let grpc_std = bind(config.listen.grpc)?;
+    let (pipeline, grpc_addr, grpc, source) = if config.kafka.enabled() {
+        let (pipeline, source) = start_kafka(config)?;
+        (pipeline, None, None, Some(source))
+    } else {
+        let pipeline = Pipeline::start(config.pipeline_config()?)?;
+        let (addr, grpc) = start_grpc(config, &pipeline, bind(config.listen.grpc)?)?;
+        (pipeline, Some(addr), Some(grpc), None)
+    };
+
+    let http_std = bind(config.listen.http)?;
+    let http_addr = http_std.local_addr().map_err(|source| ServeError::Bind { addr: config.listen.http, source })?;
+    let state = web::Data::new(HttpState::from_pipeline(&pipeline));
+    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
+        .workers(2)
+        .disable_signals()
+        .listen(http_std)
+        .map_err(|source| ServeError::Bind { addr: config.listen.http, source })?
+        .run();
+    let http = server.handle();
+    actix_rt::spawn(async move {
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tracing::info!(grpc_addr = ?grpc_addr, %http_addr, store = %config.store.data_dir.display(),
+        kafka = config.kafka.enabled(), "meshmon aggregator serving");
+    Ok(RunningServer { grpc_addr, http_addr, pipeline, grpc, source, http })
+}
+
+/// Kafka mode: the pipeline restored from the last checkpoint, outputs, and the source.
+fn start_kafka(config: &AggregatorConfig) -> Result<(Pipeline, SourceHandle), ServeError> {
+    config.kafka.validate().map_err(|e| ServeError::Config(ConfigFileError::Invalid(e.to_string())))?;
+    let kafka_metrics = Arc::new(KafkaMetrics::default());
+    let producer = Arc::new(OutputProducer::new(&config.kafka, kafka_metrics.clone())?);
+    let checkpoints = CheckpointStore::open(&config.checkpoint_path())?;
+    let loaded = checkpoints.load()?;
+    let (restore, meta) = match loaded {
+        Some(c) => {
+            tracing::info!(id = c.meta.id, bytes = c.engine.len(), offsets = ?c.meta.offsets,
+                "restoring from checkpoint");
+            (Some(EngineSnapshot::decode(&c.engine)?), Some(c.meta))
+        }
+        None => (None, None),
+    };
+    let outputs = DurableOutputs {
+        producer: Some(producer.clone()),
+        checkpoints: Some(checkpoints),
+        last_checkpoint_id: meta.as_ref().map_or(0, |m| m.id),
+    };
+    let pipeline_config = config.pipeline_config()?;
+    let tick_every = pipeline_config.tick_every;
+    let pipeline = Pipeline::start_with(pipeline_config, StartOptions { restore, outputs, external_ticks: true })?;
+    let _ = pipeline.metrics.kafka.set(kafka_metrics.clone());
+    let options = SourceOptions { kafka: config.kafka.clone(), checkpoint_every: config.checkpoint.every, tick_every };
+    let source = source::start(
+        options,
+        pipeline.router.clone(),
+        producer,
+        pipeline.metrics.clone(),
+        kafka_metrics,
+        meta.as_ref(),
+    )?;
+    Ok((pipeline, source))
+}
+
+type GrpcServer = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
+
+/// Embedded mode: `meshmon.v1.Ingest` on `grpc_std`.
+fn start_grpc(
+    config: &AggregatorConfig,
+    pipeline: &Pipeline,
+    grpc_std: std::net::TcpListener,
+) -> Result<(SocketAddr, GrpcServer), ServeError> {
     let grpc_addr = grpc_std.local_addr().map_err(|source| ServeError::Bind { addr: config.listen.grpc, source })?;
     let grpc_listener = tokio::net::TcpListener::from_std(grpc_std)
         .map_err(|source| ServeError::Bind { addr: config.listen.grpc, source })?;
@@ -84,24 +175,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
             tracing::error!(error = %e, "gRPC server failed");
         }
     });
-
-    let http_std = bind(config.listen.http)?;
-    let http_addr = http_std.local_addr().map_err(|source| ServeError::Bind { addr: config.listen.http, source })?;
-    let state = web::Data::new(HttpState::from_pipeline(&pipeline));
-    let server = HttpServer::new(move || App::new().app_data(state.clone()).configure(configure))
-        .workers(2)
-        .disable_signals()
-        .listen(http_std)
-        .map_err(|source| ServeError::Bind { addr: config.listen.http, source })?
-        .run();
-    let http = server.handle();
-    actix_rt::spawn(async move {
-        if let Err(e) = server.await {
-            tracing::error!(error = %e, "HTTP server failed");
-        }
-    });
-    tracing::info!(%grpc_addr, %http_addr, store = %config.store.data_dir.display(), "meshmon aggregator serving");
-    Ok(RunningServer { grpc_addr, http_addr, pipeline, grpc_stop, grpc_done, http })
+    Ok((grpc_addr, (grpc_stop, grpc_done)))
 }
 
 impl RunningServer {
@@ -110,11 +184,24 @@ impl RunningServer {
     /// Agents keep their ingest streams open, so the gRPC server gets [`GRPC_DRAIN`] to finish
     /// the batches in hand; then it is cut off. A batch cut off is not acknowledged, so its agent
     /// sends it again (to this aggregator after a restart, or another): nothing is lost.
+    ///
+    /// In Kafka mode the source stops and takes a final checkpoint (which writes everything
+    /// collected); a restart resumes exactly there.
     pub async fn stop(mut self) {
-        let _ = self.grpc_stop.send(());
-        if tokio::time::timeout(GRPC_DRAIN, &mut self.grpc_done).await.is_err() {
-            tracing::warn!(drain = ?GRPC_DRAIN, "gRPC clients still connected: closing their streams");
-            self.grpc_done.abort();
+        if let Some(source) = self.source.take() {
+            match source.stop().await {
+                Ok(()) => tracing::info!("kafka source stopped after a final checkpoint"),
+                Err(e) => tracing::error!(error = %e, "kafka source stopped with an error"),
+            }
+            self.http.stop(true).await;
+            return;
+        }
+        if let Some((stop, mut done)) = self.grpc.take() {
+            let _ = stop.send(());
+            if tokio::time::timeout(GRPC_DRAIN, &mut done).await.is_err() {
+                tracing::warn!(drain = ?GRPC_DRAIN, "gRPC clients still connected: closing their streams");
+                done.abort();
+            }
         }
         match self.pipeline.router.send(Flush).await {
             Ok(Ok(())) => tracing::info!("pipeline flushed"),
@@ -122,6 +209,20 @@ impl RunningServer {
             Err(e) => tracing::error!(error = %e, "router gone before flush"),
         }
         self.http.stop(true).await;
+    }
+}
+
+impl RunningServer {
+    /// Resolves if the Kafka source stops by itself (a failure: the process should exit and be
+    /// restarted, resuming from the last checkpoint); never in embedded mode.
+    pub async fn failed(&mut self) -> SourceError {
+        match &mut self.source {
+            Some(source) => match source.failed().await {
+                Err(e) => e,
+                Ok(()) => SourceError::Failed("kafka source stopped".into()),
+            },
+            None => std::future::pending().await,
+        }
     }
 }
 

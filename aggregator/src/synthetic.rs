@@ -148,3 +148,45 @@ pub fn generate(shape: &FleetShape, records: usize, seed: u64) -> Vec<SynthBatch
     }
     batches
 }
+
+/// `records` reference-fleet records starting `age` before `now`, as wire batches of
+/// `batch_records`, one sequence of batches per stream (agent `bench-app-<stream>`): what the
+/// throughput examples push over gRPC or produce to Kafka. Decimals are sent as 0.0 doubles.
+pub fn wire_batches(
+    records: usize,
+    streams: usize,
+    batch_records: usize,
+    now: Nanos,
+    age: Nanos,
+) -> Vec<Vec<meshmon_proto::v1::RecordBatch>> {
+    use meshmon_proto::v1;
+    let shape = FleetShape { start: now - age, ..FleetShape::reference() };
+    let all: Vec<v1::Record> = generate(&shape, records, 11)
+        .into_iter()
+        .flat_map(|b| b.records)
+        .map(|r| v1::Record {
+            metric: r.metric,
+            value: Some(match r.value {
+                Value::Float(v) => v1::record::Value::DoubleValue(v),
+                Value::Decimal(_) => v1::record::Value::DoubleValue(0.0),
+            }),
+            event_time: Some(meshmon_proto::nanos_to_timestamp(r.time)),
+            cluster: r.cluster,
+            node: r.node,
+            tags: r.tags.into_iter().collect(),
+            raw: None,
+        })
+        .collect();
+    let mut per_stream: Vec<Vec<v1::RecordBatch>> = vec![Vec::new(); streams.max(1)];
+    for (i, chunk) in all.chunks(batch_records.max(1)).enumerate() {
+        let s = i % per_stream.len();
+        let sequence = per_stream[s].len() as u64 + 1;
+        per_stream[s].push(v1::RecordBatch {
+            agent_id: format!("bench-app-{s}"),
+            sequence,
+            sent_at: None,
+            records: chunk.to_vec(),
+        });
+    }
+    per_stream
+}

@@ -5,6 +5,10 @@
 //! HTTP/1.1 client; polling with a deadline (tests wait for conditions, never for fixed
 //! times). Touches child processes, temp dirs and loopback sockets only.
 
+pub mod tansu;
+
+pub use tansu::Tansu;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -55,11 +59,27 @@ impl Proc {
         env: &[(&str, &str)],
         log_dir: &Path,
     ) -> Result<Proc, String> {
+        Proc::start_in(name, program, args, env, log_dir, None)
+    }
+
+    /// [`start`](Self::start) in working directory `cwd` (when given); the log is appended to,
+    /// so a restarted server keeps one log.
+    pub fn start_in(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log_dir: &Path,
+        cwd: Option<&Path>,
+    ) -> Result<Proc, String> {
         let log = log_dir.join(format!("{name}.log"));
-        let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(&log).map_err(|e| e.to_string())?;
         let err = out.try_clone().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(program);
         cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
+        if let Some(dir) = cwd {
+            cmd.current_dir(dir);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -71,6 +91,14 @@ impl Proc {
     /// The process id.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
+    }
+
+    /// Kills the process with SIGKILL (a crash: no shutdown code runs) and reaps it.
+    pub fn kill9(&mut self) -> Result<(), String> {
+        let mut child = self.child.take().ok_or("already stopped")?;
+        child.kill().map_err(|e| e.to_string())?;
+        child.wait().map_err(|e| e.to_string())?;
+        Ok(())
     }
 
     /// Sends SIGTERM (via `kill`) and waits up to `timeout` for the exit status.
@@ -182,6 +210,97 @@ impl Aggregator {
             Some((grpc.parse().ok()?, http.trim_end_matches('/').parse().ok()?))
         })?;
         Ok(Aggregator { proc, grpc, http })
+    }
+}
+
+/// A `meshmon-aggregator serve` in Kafka mode (no gRPC ingest), restartable on the same
+/// configuration and data directory — for crash tests.
+#[derive(Debug)]
+pub struct KafkaAggregator {
+    /// The process (`None` while stopped or killed).
+    pub proc: Option<Proc>,
+    /// HTTP address of the current process.
+    pub http: SocketAddr,
+    name: String,
+    dir: PathBuf,
+    config: PathBuf,
+    data: PathBuf,
+}
+
+impl KafkaAggregator {
+    /// Writes `config_toml` to `dir/<name>.toml` and starts the aggregator with data in
+    /// `dir/<name>-data` and its log in `dir/<name>.log`; returns once it printed its address.
+    pub fn start(dir: &Path, name: &str, config_toml: &str) -> Result<KafkaAggregator, String> {
+        let config = dir.join(format!("{name}.toml"));
+        std::fs::write(&config, config_toml).map_err(|e| e.to_string())?;
+        let mut a = KafkaAggregator {
+            proc: None,
+            http: SocketAddr::from(([127, 0, 0, 1], 0)),
+            name: name.into(),
+            dir: dir.to_path_buf(),
+            config,
+            data: dir.join(format!("{name}-data")),
+        };
+        a.restart()?;
+        Ok(a)
+    }
+
+    /// Starts the process again (after [`kill9`](Self::kill9) or a stop).
+    pub fn restart(&mut self) -> Result<(), String> {
+        let bin = binary("meshmon-aggregator", "meshmon-aggregator")?;
+        let args = [
+            "serve",
+            "--config",
+            path_str(&self.config)?,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            path_str(&self.data)?,
+        ];
+        let log = self.dir.join(format!("{}.log", self.name));
+        let parse = |text: &str| -> Vec<SocketAddr> {
+            // "meshmon aggregator: Kafka input B (topic T), HTTP http://127.0.0.1:Q/"
+            text.lines()
+                .filter_map(|l| l.strip_prefix("meshmon aggregator: Kafka input "))
+                .filter_map(|rest| rest.split_once(", HTTP http://")?.1.trim_end_matches('/').parse().ok())
+                .collect()
+        };
+        let before = parse(&std::fs::read_to_string(&log).unwrap_or_default()).len();
+        let mut proc = Proc::start_in(&self.name, &bin, &args, &[], &self.dir, None)?;
+        let http = wait_for("the aggregator's address", Duration::from_secs(60), || {
+            let text = proc.log_text();
+            if let Some(addr) = parse(&text).get(before) {
+                return Some(Ok(*addr));
+            }
+            match proc.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                Some(status) => Some(Err(format!("{} exited ({status}) before serving; log:\n{text}", self.name))),
+                None => None,
+            }
+        })??;
+        self.http = http;
+        self.proc = Some(proc);
+        Ok(())
+    }
+
+    /// Kills the process with SIGKILL (a crash).
+    pub fn kill9(&mut self) -> Result<(), String> {
+        match self.proc.take() {
+            Some(mut p) => p.kill9(),
+            None => Err("not running".into()),
+        }
+    }
+
+    /// Stops the process with SIGTERM (final checkpoint) and returns its exit status.
+    pub fn terminate(&mut self) -> Result<ExitStatus, String> {
+        match self.proc.take() {
+            Some(mut p) => p.terminate(Duration::from_secs(60)),
+            None => Err("not running".into()),
+        }
+    }
+
+    /// The log file (all runs).
+    pub fn log(&self) -> PathBuf {
+        self.dir.join(format!("{}.log", self.name))
     }
 }
 

@@ -10,6 +10,8 @@ use std::collections::BTreeSet;
 
 use hashbrown::HashMap;
 
+use super::snapshot::{AgentSequences, RestoreError};
+
 #[derive(Debug, Clone, Default)]
 struct SeqWindow {
     /// Every sequence in 1..=contiguous was seen.
@@ -64,6 +66,46 @@ impl BatchDeduper {
     /// Sequence numbers given up on because an agent left too many gaps open.
     pub fn gaps_abandoned(&self) -> u64 {
         self.gaps_abandoned
+    }
+
+    /// The remembered sequences per agent (sorted by agent) for a snapshot.
+    pub fn snapshot(&self) -> Vec<AgentSequences> {
+        let mut agents: Vec<AgentSequences> = self
+            .agents
+            .iter()
+            .map(|(agent, w)| AgentSequences {
+                agent: agent.to_string(),
+                contiguous: w.contiguous,
+                above: w.above.iter().copied().collect(),
+            })
+            .collect();
+        agents.sort_unstable_by(|a, b| a.agent.cmp(&b.agent));
+        agents
+    }
+
+    /// A deduper keeping at most `max_pending` out-of-order sequences per agent, remembering
+    /// `agents` (from [`snapshot`](Self::snapshot)).
+    pub fn restore(
+        max_pending: usize,
+        agents: Vec<AgentSequences>,
+        gaps_abandoned: u64,
+    ) -> Result<BatchDeduper, RestoreError> {
+        let mut d = BatchDeduper::new(max_pending);
+        d.gaps_abandoned = gaps_abandoned;
+        for a in agents {
+            let bad = |why: &str| RestoreError::Invalid(format!("deduper state of agent {:?}: {why}", a.agent));
+            // `above` holds sequences past a gap: each > contiguous + 1, ascending, bounded.
+            let past_gap = a.above.first().is_none_or(|&first| first > a.contiguous.saturating_add(1))
+                && a.above.is_sorted_by(|x, y| x < y);
+            if !past_gap || a.above.len() > d.max_pending {
+                return Err(bad("sequences out of order or beyond the bound"));
+            }
+            let window = SeqWindow { contiguous: a.contiguous, above: a.above.iter().copied().collect() };
+            if d.agents.insert(a.agent.as_str().into(), window).is_some() {
+                return Err(bad("listed twice"));
+            }
+        }
+        Ok(d)
     }
 }
 

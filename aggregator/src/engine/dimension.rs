@@ -300,6 +300,9 @@ pub struct SeriesRegistry {
     tuples: TupleInterner,
     by_code: HashMap<SeriesCode, SeriesId>,
     entries: Vec<Option<SeriesEntry>>,
+    /// Per id: how many times it was released, so a stale reference to an earlier series under
+    /// a reused id can be told apart (see [`generation`](Self::generation)).
+    generations: Vec<u32>,
     free: Vec<SeriesId>,
     max_series: usize,
     /// Dimension values of the current record context (valid while `context_dims_valid`).
@@ -331,6 +334,7 @@ impl SeriesRegistry {
             tuples: TupleInterner::default(),
             by_code: HashMap::new(),
             entries: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             max_series,
             context_dims: Vec::new(),
@@ -437,6 +441,7 @@ impl SeriesRegistry {
             }
             None => {
                 self.entries.push(Some(entry));
+                self.generations.push(0);
                 (self.entries.len() - 1) as SeriesId
             }
         };
@@ -470,7 +475,75 @@ impl SeriesRegistry {
         if let Some(entry) = self.entries.get_mut(id as usize).and_then(Option::take) {
             self.by_code.remove(&entry.code);
             self.free.push(id);
+            if let Some(g) = self.generations.get_mut(id as usize) {
+                *g = g.wrapping_add(1);
+            }
         }
+    }
+
+    /// The incarnation of `id`: it changes each time the id is released, so `(id, generation)`
+    /// names one series even after the id is reused.
+    pub(crate) fn generation(&self, id: SeriesId) -> u32 {
+        self.generations.get(id as usize).copied().unwrap_or_default()
+    }
+
+    /// Makes room for `additional` more series (restoring a snapshot).
+    pub(crate) fn reserve(&mut self, additional: usize) {
+        self.by_code.reserve(additional);
+        self.entries.reserve(additional);
+        self.generations.reserve(additional);
+    }
+
+    /// Live series `(id, key)`, ascending by id.
+    pub(crate) fn live(&self) -> impl Iterator<Item = (SeriesId, &SeriesKey)> {
+        self.entries.iter().enumerate().filter_map(|(id, e)| e.as_ref().map(|e| (id as SeriesId, &e.key)))
+    }
+
+    /// Registers `key` as a live series (restoring a snapshot) and returns its id. Ignores the
+    /// live-series limit (the caller checks it); refuses a key registered already, a dimension
+    /// set the configuration does not have, and strings past the interning capacity.
+    pub(crate) fn restore_series(&mut self, key: &SeriesKey) -> Result<SeriesId, String> {
+        let full = || "too many distinct names to intern".to_owned();
+        let metric = self.strings.intern(&key.metric).ok_or_else(full)?;
+        let mut candidates: Vec<DimCode> = Vec::with_capacity(1);
+        match &key.dimension {
+            Dimension::Fleet => candidates.push(dim_code(KIND_FLEET, 0, 0)),
+            Dimension::Cluster(c) => {
+                candidates.push(dim_code(KIND_CLUSTER, self.strings.intern(c).ok_or_else(full)?, 0))
+            }
+            Dimension::Node(n) => candidates.push(dim_code(KIND_NODE, self.strings.intern(n).ok_or_else(full)?, 0)),
+            Dimension::Tag { key, value } => {
+                let k = self.strings.intern(key).ok_or_else(full)?;
+                let v = self.strings.intern(value).ok_or_else(full)?;
+                candidates.push(dim_code(KIND_TAG, k, v));
+            }
+            Dimension::Set(pairs) => {
+                let mut tuple = Vec::with_capacity(pairs.len());
+                for (_, v) in pairs.iter() {
+                    tuple.push(self.strings.intern(v).ok_or_else(full)?);
+                }
+                // A configuration may list the same field set twice: each is its own series
+                // under an equal key, so take the first set of that shape not restored yet.
+                for (set_idx, names) in self.spec.set_names.iter().enumerate() {
+                    if names.len() == pairs.len() && names.iter().zip(pairs.iter()).all(|(n, (k, _))| n == k) {
+                        let t = self.tuples.intern(&tuple).ok_or_else(full)?;
+                        candidates.push(dim_code(KIND_SET, set_idx as u32, t));
+                    }
+                }
+                if candidates.is_empty() {
+                    return Err("its dimension set is not configured".to_owned());
+                }
+            }
+        }
+        let code = candidates
+            .into_iter()
+            .map(|d| code(metric, d))
+            .find(|c| !self.by_code.contains_key(c))
+            .ok_or_else(|| "listed twice".to_owned())?;
+        self.context_cache.clear();
+        self.context_ids.clear();
+        self.context_dims_valid = false;
+        Ok(self.insert(code))
     }
 
     /// The key of a live series.

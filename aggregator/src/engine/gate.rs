@@ -11,6 +11,7 @@ use super::counters::EngineCounters;
 use super::dedup::BatchDeduper;
 use super::output::{EngineOutput, InvalidRecord, RecordIdRef};
 use super::record::{Batch, Record};
+use super::snapshot::{GateSnapshot, RestoreError, check_counters};
 use super::time::{Nanos, WATERMARK_NONE};
 use super::validate::{self, InvalidReason};
 use super::watermark::WatermarkTracker;
@@ -163,5 +164,39 @@ impl IngestGate {
     /// Sequence gaps the deduper gave up on (agents that skipped many batches).
     pub fn dedup_gaps_abandoned(&self) -> u64 {
         self.dedup.gaps_abandoned()
+    }
+
+    /// The gate's state (deduper, watermark tracker, counters, processing time).
+    pub fn snapshot(&self) -> GateSnapshot {
+        GateSnapshot {
+            now: self.now,
+            agents: self.dedup.snapshot(),
+            gaps_abandoned: self.dedup.gaps_abandoned(),
+            inputs: self.tracker.snapshot(),
+            watermark: self.tracker.current(),
+            counters: self.counters.clone(),
+        }
+    }
+
+    /// A gate for `config` (assumed validated) in the state of `snapshot`, restored at
+    /// processing time `now`. Processing time never goes back: the gate's time is the later of
+    /// `now` and the snapshot's; every watermark input counts as active at that time (a restart
+    /// is activity: no input is declared idle for the time the engine was down).
+    pub fn restore(config: &EngineConfig, snapshot: GateSnapshot, now: Nanos) -> Result<IngestGate, RestoreError> {
+        let now = now.max(snapshot.now);
+        check_counters(&snapshot.counters)?;
+        Ok(IngestGate {
+            limits: config.limits.clone(),
+            dedup: BatchDeduper::restore(DEDUP_MAX_PENDING, snapshot.agents, snapshot.gaps_abandoned)?,
+            tracker: WatermarkTracker::restore(
+                config.out_of_orderness,
+                config.idle_timeout,
+                snapshot.inputs,
+                snapshot.watermark,
+                now,
+            )?,
+            counters: snapshot.counters,
+            now,
+        })
     }
 }

@@ -25,6 +25,7 @@ pub mod record;
 mod session_windows;
 mod shard;
 pub mod shard_engine;
+pub mod snapshot;
 pub mod stats;
 pub mod time;
 pub mod validate;
@@ -43,6 +44,11 @@ pub use output::{
 pub use record::{Batch, NANO_UNITS, Record, RecordId, Value};
 pub use shard::Placement;
 pub use shard_engine::{ShardEngine, ShardOutcome};
+pub use snapshot::{
+    AccSnapshot, AgentSequences, ConfigFingerprint, EngineSnapshot, FiredWindow, GateSnapshot, InputSnapshot,
+    PaneSnapshot, RestoreError, SNAPSHOT_VERSION, SeriesSnapshot, SeriesState, SessionSnapshot, ShardSnapshot,
+    SnapshotError, split_shards,
+};
 pub use stats::Stats;
 pub use time::{Nanos, WATERMARK_END, WATERMARK_NONE};
 pub use validate::{InvalidReason, validate};
@@ -220,5 +226,56 @@ impl WindowEngine {
     /// Sequence gaps the deduper gave up on (agents that skipped many batches).
     pub fn dedup_gaps_abandoned(&self) -> u64 {
         self.gate.dedup_gaps_abandoned()
+    }
+
+    /// A consistent snapshot of the whole engine. Every call of the engine completes a batch,
+    /// tick or watermark, so any moment between calls is a consistent cut.
+    pub fn snapshot(&self) -> EngineSnapshot {
+        EngineSnapshot {
+            version: SNAPSHOT_VERSION,
+            gate: self.gate.snapshot(),
+            shards: self.shards.iter().map(ShardEngine::snapshot).collect(),
+        }
+    }
+
+    /// An engine for `config` with `shards` shards (any number, whatever the snapshot was taken
+    /// with) in the state of `snapshot`, restored at processing time `now` (every watermark input
+    /// counts as active at `now`). Fed the calls that followed the snapshot, it emits what the
+    /// engine that took it would have emitted — per (series, window), the same results in the
+    /// same order. Refuses a snapshot taken under another window spec, allowed lateness or
+    /// dimensions, and one with more live series than `shards` shards may hold.
+    pub fn restore(
+        config: EngineConfig,
+        shards: usize,
+        snapshot: EngineSnapshot,
+        now: Nanos,
+    ) -> Result<WindowEngine, RestoreError> {
+        config.validate()?;
+        if snapshot.version != SNAPSHOT_VERSION {
+            return Err(RestoreError::Version { found: snapshot.version, supported: SNAPSHOT_VERSION });
+        }
+        let n = shards.max(1);
+        let per_shard = config.limits.max_series.div_ceil(n);
+        let capacity = per_shard.saturating_mul(n);
+        let series = snapshot.series_count();
+        if series > capacity {
+            return Err(RestoreError::SeriesLimit { series, limit: capacity });
+        }
+        // Re-routing may give a shard more than its even share; it then holds them all (no
+        // restored state is dropped) and creates no new series until it is below its share.
+        let shards = split_shards(snapshot.shards, n)
+            .into_iter()
+            .map(|parts| {
+                let limit = per_shard.max(parts.iter().map(|p| p.series.len()).sum());
+                ShardEngine::restore(&config, limit, parts)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(WindowEngine {
+            gate: IngestGate::restore(&config, snapshot.gate, now)?,
+            admitted: Vec::new(),
+            routed: vec![Vec::new(); n],
+            shards,
+            config,
+        })
     }
 }

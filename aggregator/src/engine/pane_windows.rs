@@ -11,10 +11,11 @@ use std::collections::BTreeMap;
 
 use super::agents::AgentTable;
 use super::config::gcd;
-use super::dimension::SeriesId;
+use super::dimension::{SeriesId, SeriesKey};
 use super::output::Window;
 use super::record::Value;
 use super::shard::{EmitCtx, Placement, SeriesReaper};
+use super::snapshot::{FiredWindow, PaneSnapshot, RestoreError, SeriesState, check_revision, check_time, invalid};
 use super::stats::{Acc, LastKey, Stats};
 use super::time::{Nanos, WATERMARK_NONE, align_down};
 
@@ -39,9 +40,9 @@ pub(crate) struct PaneWindows {
     index: BTreeMap<Nanos, Vec<SeriesId>>,
     /// (series, window start) of fired windows that received records this batch.
     dirty: Vec<(SeriesId, Nanos)>,
-    watermark: Nanos,
+    pub(super) watermark: Nanos,
     live_panes: usize,
-    reaper: SeriesReaper,
+    pub(super) reaper: SeriesReaper,
     /// Reused buffer of (window start, series) due to fire.
     due: Vec<(Nanos, SeriesId)>,
 }
@@ -233,10 +234,82 @@ impl PaneWindows {
             sp.fired.retain(|(start, _)| start + size + lateness > wm);
             if sp.panes.is_empty() {
                 sp.fired.clear();
-                self.reaper.emptied(s, wm);
+                self.reaper.emptied(s, wm, ctx.registry);
             }
         }
         let series = &self.series;
         self.reaper.reap(wm, ctx, |s| series.get(s as usize).is_none_or(|sp| sp.panes.is_empty()));
+    }
+
+    /// See [`WindowShard::snapshot_states`](super::shard::WindowShard::snapshot_states).
+    pub fn snapshot_states(&self, agents: &AgentTable) -> Vec<(SeriesId, SeriesState)> {
+        let mut pending = self.dirty.clone();
+        pending.sort_unstable();
+        pending.dedup();
+        let mut pending = pending.into_iter().peekable();
+        let mut out = Vec::new();
+        for (id, sp) in self.series.iter().enumerate() {
+            let id = id as SeriesId;
+            let mut corrections = Vec::new();
+            while let Some((_, start)) = pending.next_if(|(s, _)| *s == id) {
+                corrections.push(start);
+            }
+            if sp.panes.is_empty() && sp.fired.is_empty() && corrections.is_empty() {
+                continue;
+            }
+            let panes = sp
+                .panes
+                .iter()
+                .map(|(start, acc)| PaneSnapshot { start: *start, acc: acc.to_snapshot(agents) })
+                .collect();
+            let fired = sp.fired.iter().map(|&(start, next_revision)| FiredWindow { start, next_revision }).collect();
+            out.push((id, SeriesState::Panes { panes, fired, pending_corrections: corrections }));
+        }
+        out
+    }
+
+    /// Restores series `s` (a fresh id) from its snapshot, checking what the state relies on:
+    /// panes ascending and on the pane grid, windows on the window grid, times in range.
+    pub fn restore_series(
+        &mut self,
+        s: SeriesId,
+        key: &SeriesKey,
+        panes: Vec<PaneSnapshot>,
+        fired: Vec<FiredWindow>,
+        pending_corrections: Vec<Nanos>,
+        agents: &mut AgentTable,
+    ) -> Result<(), RestoreError> {
+        for p in &panes {
+            check_time(p.start, "pane start")?;
+            p.acc.check(key)?;
+            if align_down(p.start, self.offset, self.pane) != p.start {
+                return Err(invalid(key, format_args!("pane start {} off the pane grid", p.start)));
+            }
+        }
+        if !panes.is_sorted_by(|a, b| a.start < b.start) {
+            return Err(invalid(key, "panes not in ascending order"));
+        }
+        for f in &fired {
+            check_revision(key, f.next_revision)?;
+        }
+        for &start in fired.iter().map(|f| &f.start).chain(&pending_corrections) {
+            check_time(start, "window start")?;
+            if self.last_window_start(start) != start {
+                return Err(invalid(key, format_args!("window start {start} off the window grid")));
+            }
+        }
+        let idx = s as usize;
+        if idx >= self.series.len() {
+            self.series.resize_with(idx + 1, SeriesPanes::default);
+        }
+        let sp = &mut self.series[idx];
+        sp.panes = panes.into_iter().map(|p| (p.start, Acc::from_snapshot(p.acc, agents))).collect();
+        sp.fired = fired.into_iter().map(|f| (f.start, f.next_revision)).collect();
+        for &(start, _) in &sp.panes {
+            self.index.entry(start).or_default().push(s);
+        }
+        self.live_panes += sp.panes.len();
+        self.dirty.extend(pending_corrections.into_iter().map(|start| (s, start)));
+        Ok(())
     }
 }

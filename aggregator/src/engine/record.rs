@@ -14,7 +14,7 @@ pub const NANO_UNITS: i128 = 1_000_000_000;
 
 /// A metric value: an IEEE double, or an exact decimal held as `i128` nano-units
 /// (the wire `Decimal { units, nanos }` converts to `units·10⁹ + nanos` exactly).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// A double; the engine accepts only finite ones.
     Float(f64),

@@ -13,10 +13,11 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::agents::AgentTable;
-use super::dimension::SeriesId;
+use super::dimension::{SeriesId, SeriesKey};
 use super::output::Window;
 use super::record::Value;
 use super::shard::{EmitCtx, Placement, SeriesReaper};
+use super::snapshot::{RestoreError, SeriesState, SessionSnapshot, check_revision, check_time, invalid};
 use super::stats::{Acc, LastKey};
 use super::time::{Nanos, WATERMARK_NONE};
 
@@ -58,9 +59,9 @@ pub(crate) struct SessionWindows {
     series: Vec<SeriesSessions>,
     timers: BinaryHeap<Reverse<(Nanos, SeriesId)>>,
     dirty: Vec<SeriesId>,
-    watermark: Nanos,
+    pub(super) watermark: Nanos,
     live_sessions: usize,
-    reaper: SeriesReaper,
+    pub(super) reaper: SeriesReaper,
 }
 
 impl SessionWindows {
@@ -181,7 +182,7 @@ impl SessionWindows {
         ss.next_timer = Nanos::MAX;
         match next {
             Some(at) => self.schedule(s, at),
-            None => self.reaper.emptied(s, wm),
+            None => self.reaper.emptied(s, wm, ctx.registry),
         }
     }
 
@@ -205,5 +206,94 @@ impl SessionWindows {
         }
         let series = &self.series;
         self.reaper.reap(self.watermark, ctx, |s| series.get(s as usize).is_none_or(|ss| ss.sessions.is_empty()));
+    }
+
+    /// See [`WindowShard::snapshot_states`](super::shard::WindowShard::snapshot_states).
+    pub fn snapshot_states(&self, agents: &AgentTable) -> Vec<(SeriesId, SeriesState)> {
+        let mut out = Vec::new();
+        for (id, ss) in self.series.iter().enumerate() {
+            if ss.sessions.is_empty() && ss.retract.is_empty() && ss.next_timer == Nanos::MAX && !ss.dirty {
+                continue;
+            }
+            let sessions = ss
+                .sessions
+                .iter()
+                .map(|x| SessionSnapshot {
+                    start: x.start,
+                    end: x.end,
+                    acc: x.acc.to_snapshot(agents),
+                    emitted: x.emitted,
+                    revision: x.revision,
+                    changed: x.changed,
+                })
+                .collect();
+            let state = SeriesState::Sessions {
+                sessions,
+                pending_retractions: ss.retract.clone(),
+                next_timer: (ss.next_timer != Nanos::MAX).then_some(ss.next_timer),
+                dirty: ss.dirty,
+            };
+            out.push((id as SeriesId, state));
+        }
+        out
+    }
+
+    /// Restores series `s` (a fresh id) from its snapshot, checking what the state relies on:
+    /// sessions non-empty, ascending and disjoint, times in range.
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore_series(
+        &mut self,
+        s: SeriesId,
+        key: &SeriesKey,
+        sessions: Vec<SessionSnapshot>,
+        pending_retractions: Vec<Nanos>,
+        next_timer: Option<Nanos>,
+        dirty: bool,
+        agents: &mut AgentTable,
+    ) -> Result<(), RestoreError> {
+        for x in &sessions {
+            check_time(x.start, "session start")?;
+            check_time(x.end, "session end")?;
+            x.acc.check(key)?;
+            check_revision(key, x.revision)?;
+            if let Some(stored) = x.emitted {
+                check_time(stored, "stored session start")?;
+            }
+            if x.start >= x.end {
+                return Err(invalid(key, format_args!("empty session [{}, {})", x.start, x.end)));
+            }
+        }
+        if !sessions.windows(2).all(|w| w[0].end <= w[1].start) {
+            return Err(invalid(key, "sessions overlap or are out of order"));
+        }
+        for &stored in &pending_retractions {
+            check_time(stored, "retracted session start")?;
+        }
+        let idx = s as usize;
+        if idx >= self.series.len() {
+            self.series.resize_with(idx + 1, SeriesSessions::default);
+        }
+        self.live_sessions += sessions.len();
+        let ss = &mut self.series[idx];
+        ss.sessions = sessions
+            .into_iter()
+            .map(|x| Session {
+                start: x.start,
+                end: x.end,
+                acc: Acc::from_snapshot(x.acc, agents),
+                emitted: x.emitted,
+                revision: x.revision,
+                changed: x.changed,
+            })
+            .collect();
+        ss.retract = pending_retractions;
+        if dirty {
+            ss.dirty = true;
+            self.dirty.push(s);
+        }
+        if let Some(at) = next_timer {
+            self.schedule(s, at);
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,9 @@ use super::gate::{record_id, reject};
 use super::output::{AcceptedRecord, EngineOutput, LateRecord};
 use super::record::{Batch, Record};
 use super::shard::{EmitCtx, WindowShard};
+use super::snapshot::{
+    ConfigFingerprint, RestoreError, SeriesSnapshot, ShardSnapshot, add_counters, check_counters, invalid,
+};
 use super::stats::LastKey;
 use super::time::Nanos;
 use super::validate::{self, InvalidReason};
@@ -37,6 +40,8 @@ pub struct ShardEngine {
     shard: WindowShard,
     counters: EngineCounters,
     scratch: Vec<SeriesId>,
+    /// What its window state means (checked when a snapshot is restored).
+    fingerprint: ConfigFingerprint,
 }
 
 impl ShardEngine {
@@ -48,6 +53,7 @@ impl ShardEngine {
             shard: WindowShard::new(config.window, config.allowed_lateness, config.series_ttl),
             counters: EngineCounters::default(),
             scratch: Vec::new(),
+            fingerprint: ConfigFingerprint::of(config),
         }
     }
 
@@ -126,5 +132,76 @@ impl ShardEngine {
     /// Live accumulators (series × panes or sessions).
     pub fn state_size(&self) -> usize {
         self.shard.state_size()
+    }
+
+    /// The shard's state: every live series by key with its window state and reaper entries,
+    /// the watermark and the counters. Meant to be taken between batches (after
+    /// [`advance`](Self::advance)), when no correction or retraction is pending; taken between
+    /// `add` and `advance` it records those pending ones too, and a restore replays them.
+    pub fn snapshot(&self) -> ShardSnapshot {
+        let mut states = self.shard.snapshot_states(&self.agents).into_iter().peekable();
+        let mut reap: Vec<(SeriesId, Nanos)> =
+            self.shard.reaper().live_entries(&self.registry).map(|(since, s)| (s, since)).collect();
+        reap.sort_unstable();
+        let mut reap = reap.into_iter().peekable();
+        let mut series = Vec::with_capacity(self.registry.len());
+        for (id, key) in self.registry.live() {
+            while states.next_if(|(s, _)| *s < id).is_some() {}
+            let state = match states.next_if(|(s, _)| *s == id) {
+                Some((_, state)) => state,
+                None => self.shard.empty_state(),
+            };
+            let mut reap_since = Vec::new();
+            while let Some((_, since)) = reap.next_if(|(s, _)| *s == id) {
+                reap_since.push(since);
+            }
+            series.push(SeriesSnapshot { key: key.clone(), state, reap_since });
+        }
+        ShardSnapshot {
+            fingerprint: self.fingerprint.clone(),
+            watermark: self.shard.watermark(),
+            counters: self.counters.clone(),
+            series,
+        }
+    }
+
+    /// A shard for `config` (assumed validated) holding at most `max_series` live series, in
+    /// the state of `parts` — snapshots of one consistent cut (same configuration and
+    /// watermark), already filtered to the series this shard owns (see
+    /// [`split_shards`](super::snapshot::split_shards)). Series get fresh ids; counters are
+    /// summed.
+    pub fn restore(
+        config: &EngineConfig,
+        max_series: usize,
+        parts: Vec<ShardSnapshot>,
+    ) -> Result<ShardEngine, RestoreError> {
+        let mut engine = ShardEngine::new(config, max_series);
+        let first = parts.first().ok_or(RestoreError::NoShards)?;
+        let watermark = first.watermark;
+        let series: usize = parts.iter().map(|p| p.series.len()).sum();
+        if series > max_series {
+            return Err(RestoreError::SeriesLimit { series, limit: max_series });
+        }
+        for part in &parts {
+            part.fingerprint.check(&engine.fingerprint)?;
+            check_counters(&part.counters)?;
+            if part.watermark != watermark {
+                return Err(RestoreError::WatermarkMismatch { first: watermark, other: part.watermark });
+            }
+        }
+        engine.shard.restore_watermark(watermark);
+        engine.registry.reserve(series);
+        let mut reap: Vec<(Nanos, SeriesId)> = Vec::new();
+        for part in parts {
+            add_counters(&mut engine.counters, &part.counters);
+            for s in part.series {
+                let id = engine.registry.restore_series(&s.key).map_err(|why| invalid(&s.key, why))?;
+                engine.shard.restore_series(id, &s.key, s.state, &mut engine.agents)?;
+                reap.extend(s.reap_since.into_iter().map(|since| (since, id)));
+            }
+        }
+        engine.shard.restore_reaper(reap, &engine.registry);
+        check_counters(&engine.counters)?;
+        Ok(engine)
     }
 }

@@ -9,6 +9,7 @@ use std::cmp::Ordering;
 
 use super::agents::{AgentIdx, AgentTable};
 use super::record::{NANO_UNITS, RecordId, Value};
+use super::snapshot::AccSnapshot;
 use super::time::Nanos;
 
 /// What orders records for `last`: the greatest event time wins; ties are broken by
@@ -34,7 +35,7 @@ impl LastKey {
 
 /// Count, sums and extremes of a set of values — the part of the statistics that both the
 /// hot accumulator and the self-contained form share, merged by one piece of code.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Totals {
     /// Number of records.
     pub count: u64,
@@ -147,6 +148,29 @@ impl Acc {
             self.last = other.last;
             self.last_key = other.last_key;
         }
+    }
+
+    /// The logical form for a snapshot (agent as text).
+    pub fn to_snapshot(&self, agents: &AgentTable) -> AccSnapshot {
+        AccSnapshot {
+            totals: self.totals.clone(),
+            last: self.last,
+            last_time: self.last_key.time,
+            last_agent: agents.name(self.last_key.agent).clone(),
+            last_sequence: self.last_key.sequence,
+            last_index: self.last_key.index,
+        }
+    }
+
+    /// An accumulator from its snapshot form, interning its agent.
+    pub fn from_snapshot(snapshot: AccSnapshot, agents: &mut AgentTable) -> Acc {
+        let key = LastKey {
+            time: snapshot.last_time,
+            agent: agents.intern(&snapshot.last_agent),
+            sequence: snapshot.last_sequence,
+            index: snapshot.last_index,
+        };
+        Acc { totals: snapshot.totals, last: snapshot.last, last_key: key }
     }
 
     /// The self-contained form.

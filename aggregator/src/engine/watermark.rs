@@ -9,7 +9,8 @@
 
 use hashbrown::HashMap;
 
-use super::time::{Nanos, WATERMARK_NONE};
+use super::snapshot::{InputSnapshot, RestoreError};
+use super::time::{MAX_EVENT_TIME, MIN_EVENT_TIME, Nanos, WATERMARK_NONE};
 
 #[derive(Debug, Clone)]
 struct InputState {
@@ -93,6 +94,49 @@ impl WatermarkTracker {
     /// Forces the watermark forward (never backward), e.g. at end of input.
     pub fn force(&mut self, watermark: Nanos) {
         self.current = self.current.max(watermark);
+    }
+
+    /// Every input's state (sorted by name) for a snapshot.
+    pub fn snapshot(&self) -> Vec<InputSnapshot> {
+        let mut v: Vec<InputSnapshot> = self
+            .inputs
+            .iter()
+            .map(|(name, s)| InputSnapshot {
+                input: name.to_string(),
+                max_event: s.max_event,
+                last_active: s.last_active,
+            })
+            .collect();
+        v.sort_unstable_by(|a, b| a.input.cmp(&b.input));
+        v
+    }
+
+    /// A tracker holding `inputs` (from [`snapshot`](Self::snapshot)) and watermark `current`,
+    /// restored at processing time `now`: every input's last activity becomes `now` — a
+    /// restart counts as activity, so no input is declared idle for the time the engine was
+    /// down (its data may still be on its way).
+    pub fn restore(
+        out_of_orderness: Nanos,
+        idle_timeout: Option<Nanos>,
+        inputs: Vec<InputSnapshot>,
+        current: Nanos,
+        now: Nanos,
+    ) -> Result<WatermarkTracker, RestoreError> {
+        let mut t = WatermarkTracker::new(out_of_orderness, idle_timeout);
+        t.current = current;
+        for i in inputs {
+            if i.max_event != WATERMARK_NONE && !(MIN_EVENT_TIME..=MAX_EVENT_TIME).contains(&i.max_event) {
+                return Err(RestoreError::Invalid(format!(
+                    "input {:?}: event time {} out of range",
+                    i.input, i.max_event
+                )));
+            }
+            let state = InputState { max_event: i.max_event, last_active: now };
+            if t.inputs.insert(i.input.as_str().into(), state).is_some() {
+                return Err(RestoreError::Invalid(format!("input {:?} listed twice", i.input)));
+            }
+        }
+        Ok(t)
     }
 
     /// Every input's state at processing time `now`, sorted by name.

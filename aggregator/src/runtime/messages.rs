@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use actix::Message;
 
+use crate::checkpoint::{CheckpointError, CheckpointMeta, PartitionOffset};
 use crate::engine::Nanos;
+use crate::engine::snapshot::{GateSnapshot, ShardSnapshot, SnapshotError};
+use crate::kafka::OutputError;
 use crate::store::{StoreError, WriteBatch};
 use crate::wire::DecodedBatch;
 
@@ -42,6 +45,15 @@ pub enum PipelineError {
     /// The store refused a write.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// Kafka output was not delivered.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// The checkpoint could not be written.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The engine state could not be encoded.
+    #[error("engine snapshot: {0}")]
+    Snapshot(#[from] SnapshotError),
 }
 
 impl Message for IngestBatch {
@@ -102,5 +114,54 @@ impl Message for Flush {
 pub struct Persist(pub WriteBatch);
 
 impl Message for Persist {
-    type Result = Result<(), StoreError>;
+    type Result = Result<(), PipelineError>;
+}
+
+/// Take a checkpoint after everything sent before it (router → shards → store → file).
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// The input topic.
+    pub topic: String,
+    /// Next offset per partition: exactly the messages before these were sent to the router.
+    pub offsets: Vec<PartitionOffset>,
+    /// Wall-clock time (stamped into the checkpoint).
+    pub now: Nanos,
+}
+
+/// What a written checkpoint cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CheckpointReport {
+    /// Its id.
+    pub id: u64,
+    /// Bytes written.
+    pub bytes: usize,
+    /// The watermark at the cut.
+    pub watermark: Nanos,
+}
+
+impl Message for Checkpoint {
+    type Result = Result<CheckpointReport, PipelineError>;
+}
+
+/// A shard writes what it collected to the store and returns its state.
+#[derive(Debug, Clone, Copy)]
+pub struct TakeSnapshot;
+
+impl Message for TakeSnapshot {
+    type Result = Result<ShardSnapshot, PipelineError>;
+}
+
+/// The store actor makes outputs durable (flushes Kafka output) and saves the checkpoint.
+#[derive(Debug)]
+pub struct CommitCheckpoint {
+    /// Offsets and bookkeeping (the id is assigned by the store actor).
+    pub meta: CheckpointMeta,
+    /// The gate's state.
+    pub gate: GateSnapshot,
+    /// Every shard's state.
+    pub shards: Vec<ShardSnapshot>,
+}
+
+impl Message for CommitCheckpoint {
+    type Result = Result<CheckpointReport, PipelineError>;
 }

@@ -7,10 +7,11 @@
 //! not yet handled) and store write latency. Touches nothing else.
 
 use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::engine::{EngineCounters, InvalidReason, Nanos};
+use crate::kafka::KafkaMetrics;
 
 /// Upper bounds (seconds) of the store write latency histogram.
 const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -42,6 +43,8 @@ pub struct RuntimeMetrics {
     store_errors: AtomicU64,
     store_latency_buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     store_latency_sum_micros: AtomicU64,
+    /// Kafka source, output and checkpoint metrics (Kafka mode only).
+    pub kafka: OnceLock<Arc<KafkaMetrics>>,
 }
 
 impl RuntimeMetrics {
@@ -60,6 +63,7 @@ impl RuntimeMetrics {
             store_errors: AtomicU64::new(0),
             store_latency_buckets: Default::default(),
             store_latency_sum_micros: AtomicU64::new(0),
+            kafka: OnceLock::new(),
         }
     }
 
@@ -192,6 +196,9 @@ impl RuntimeMetrics {
         let _ = writeln!(out, "meshmon_store_write_seconds_bucket{{le=\"+Inf\"}} {writes}");
         let sum = self.store_latency_sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "meshmon_store_write_seconds_sum {sum}\nmeshmon_store_write_seconds_count {writes}");
+        if let Some(kafka) = self.kafka.get() {
+            kafka.render(&mut out);
+        }
         out
     }
 }

@@ -21,11 +21,13 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 
-use crate::engine::{ConfigError, EngineConfig, Nanos};
+use crate::engine::snapshot::{EngineSnapshot, RestoreError, split_shards};
+use crate::engine::{ConfigError, EngineConfig, IngestGate, Nanos, ShardEngine};
 use crate::store::{EmbeddedStore, StoreConfig, StoreError};
 use metrics::RuntimeMetrics;
 use router::RouterActor;
 use shard::ShardActor;
+pub use store::DurableOutputs;
 use store::StoreActor;
 
 /// How to run the pipeline.
@@ -56,6 +58,20 @@ pub enum StartError {
     /// The store could not be opened.
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    /// The checkpointed state does not fit this configuration.
+    #[error("restoring the checkpoint: {0}")]
+    Restore(#[from] RestoreError),
+}
+
+/// How a pipeline starts beyond its configuration (Kafka mode).
+#[derive(Debug, Default)]
+pub struct StartOptions {
+    /// Engine state to start from (a checkpoint) instead of an empty engine.
+    pub restore: Option<EngineSnapshot>,
+    /// Kafka output and the checkpoint file.
+    pub outputs: DurableOutputs,
+    /// Processing time comes from the source (ticks sent by it), not the router's wall clock.
+    pub external_ticks: bool,
 }
 
 /// A running pipeline.
@@ -72,8 +88,13 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Opens the store and starts the actors. Must run inside an actix system.
+    /// Opens the store and starts the actors with an empty engine. Must run inside an actix system.
     pub fn start(config: PipelineConfig) -> Result<Pipeline, StartError> {
+        Pipeline::start_with(config, StartOptions::default())
+    }
+
+    /// [`start`](Self::start) with a restored engine, Kafka outputs and checkpoints as `options` say.
+    pub fn start_with(config: PipelineConfig, options: StartOptions) -> Result<Pipeline, StartError> {
         config.engine.validate()?;
         let n = if config.shards == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -82,21 +103,45 @@ impl Pipeline {
         };
         let store = Arc::new(EmbeddedStore::open(&config.store_path, config.store)?);
         let metrics = Arc::new(RuntimeMetrics::new(n));
-        let store_actor = {
-            let (store, metrics, every) = (store.clone(), metrics.clone(), config.retention_every);
-            StoreActor::start_in_arbiter(&Arbiter::new().handle(), move |_| StoreActor::new(store, metrics, every))
-        };
         let per_shard = config.engine.limits.max_series.div_ceil(n);
+        let (gate, engines) = match options.restore {
+            None => {
+                (IngestGate::new(&config.engine), (0..n).map(|_| ShardEngine::new(&config.engine, per_shard)).collect())
+            }
+            Some(snapshot) => {
+                let gate = IngestGate::restore(&config.engine, snapshot.gate, clock::now_nanos())?;
+                // The limit is per shard; re-sharding may spread metrics unevenly, so a shard
+                // may restore more than its share (new series are still refused beyond it).
+                let engines = split_shards(snapshot.shards, n)
+                    .into_iter()
+                    .map(|parts| {
+                        let held: usize = parts.iter().map(|p| p.series.len()).sum();
+                        ShardEngine::restore(&config.engine, per_shard.max(held), parts)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                (gate, engines)
+            }
+        };
+        let store_actor = {
+            let (store, metrics, every, outputs) =
+                (store.clone(), metrics.clone(), config.retention_every, options.outputs);
+            StoreActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+                StoreActor::new(store, metrics, every, outputs)
+            })
+        };
         let flush_every = Nanos::try_from(config.flush_every.as_nanos()).unwrap_or(Nanos::MAX);
-        let shards = (0..n)
-            .map(|i| {
-                let (engine, store, metrics) = (config.engine.clone(), store_actor.clone(), metrics.clone());
+        let shards = engines
+            .into_iter()
+            .enumerate()
+            .map(|(i, engine)| {
+                let (spec, store, metrics) = (config.engine.clone(), store_actor.clone(), metrics.clone());
                 ShardActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                    ShardActor::new(i, &engine, per_shard, store, metrics, flush_every)
+                    ShardActor::new(i, &spec, engine, store, metrics, flush_every)
                 })
             })
             .collect();
-        let router = RouterActor::new(&config.engine, shards, store_actor, metrics.clone(), config.tick_every).start();
+        let ticks = (!options.external_ticks).then_some(config.tick_every);
+        let router = RouterActor::new(&config.engine, gate, shards, store_actor, metrics.clone(), ticks).start();
         Ok(Pipeline { router, store, metrics, config: Arc::new(config) })
     }
 

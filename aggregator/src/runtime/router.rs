@@ -18,10 +18,14 @@ use actix::{
 };
 
 use super::clock::now_nanos;
-use super::messages::{Advance, Flush, IngestBatch, IngestOutcome, Persist, PipelineError, ShardBatch, Tick};
+use super::messages::{
+    Advance, Checkpoint, CheckpointReport, CommitCheckpoint, Flush, IngestBatch, IngestOutcome, Persist, PipelineError,
+    ShardBatch, TakeSnapshot, Tick,
+};
 use super::metrics::RuntimeMetrics;
 use super::shard::ShardActor;
 use super::store::StoreActor;
+use crate::checkpoint::CheckpointMeta;
 use crate::engine::{EngineConfig, IngestGate, Nanos, shard_of};
 use crate::store::{WriteBatch, WriteBatchSink};
 
@@ -33,21 +37,24 @@ pub struct RouterActor {
     shards: Vec<Addr<ShardActor>>,
     store: Addr<StoreActor>,
     metrics: Arc<RuntimeMetrics>,
-    tick_every: Duration,
+    /// `None`: ticks come from the source (Kafka mode: processing time is the log's).
+    tick_every: Option<Duration>,
     admitted: Vec<u32>,
 }
 
 impl RouterActor {
-    /// A router for `config` in front of `shards`, writing dead letters to `store`.
+    /// A router running `gate` (new or restored) for `config` in front of `shards`, writing
+    /// dead letters to `store`, ticking itself every `tick_every` (wall clock) if given.
     pub fn new(
         config: &EngineConfig,
+        gate: IngestGate,
         shards: Vec<Addr<ShardActor>>,
         store: Addr<StoreActor>,
         metrics: Arc<RuntimeMetrics>,
-        tick_every: Duration,
+        tick_every: Option<Duration>,
     ) -> RouterActor {
         RouterActor {
-            gate: IngestGate::new(config),
+            gate,
             sink: WriteBatchSink::new(config.window),
             shards,
             store,
@@ -97,7 +104,9 @@ impl Actor for RouterActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(256);
-        ctx.run_interval(self.tick_every, |_, ctx| ctx.notify(Tick { now: now_nanos() }));
+        if let Some(every) = self.tick_every {
+            ctx.run_interval(every, |_, ctx| ctx.notify(Tick { now: now_nanos() }));
+        }
     }
 }
 
@@ -151,5 +160,39 @@ impl Handler<Flush> for RouterActor {
         let now = now_nanos();
         let watermark = self.gate.advance(now);
         AtomicResponse::new(self.forward(Vec::new(), watermark, now, WriteBatch::default(), true))
+    }
+}
+
+impl Handler<Checkpoint> for RouterActor {
+    type Result = AtomicResponse<Self, Result<CheckpointReport, PipelineError>>;
+
+    /// A consistent cut: the gate's state now (every batch before this message is admitted),
+    /// each shard's state once it has handled everything sent before (one mailbox each) and
+    /// written its output, then the store actor makes the output durable and saves it all.
+    fn handle(&mut self, msg: Checkpoint, _: &mut Context<Self>) -> Self::Result {
+        let gate = self.gate.snapshot();
+        let meta = CheckpointMeta {
+            id: 0,
+            created: msg.now,
+            topic: msg.topic,
+            offsets: msg.offsets,
+            watermark: self.gate.watermark(),
+        };
+        let shards = self.shards.clone();
+        let store = self.store.clone();
+        let metrics = self.metrics.clone();
+        AtomicResponse::new(Box::pin(
+            async move {
+                let mut states = Vec::with_capacity(shards.len());
+                for (k, shard) in shards.iter().enumerate() {
+                    metrics.shard_mailbox[k].fetch_add(1, Ordering::Relaxed);
+                    states.push(shard.send(TakeSnapshot).await??);
+                }
+                metrics.store_mailbox.fetch_add(1, Ordering::Relaxed);
+                store.send(CommitCheckpoint { meta, gate, shards: states }).await?
+            }
+            .into_actor(self)
+            .map(|result, _, _| result),
+        ))
     }
 }

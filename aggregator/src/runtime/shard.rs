@@ -12,9 +12,10 @@ use std::sync::atomic::Ordering;
 
 use actix::{Actor, ActorFutureExt, Addr, AtomicResponse, Context, Handler, WrapFuture};
 
-use super::messages::{Advance, Persist, PipelineError, ShardBatch};
+use super::messages::{Advance, Persist, PipelineError, ShardBatch, TakeSnapshot};
 use super::metrics::{RuntimeMetrics, ShardGauges};
 use super::store::StoreActor;
+use crate::engine::snapshot::ShardSnapshot;
 use crate::engine::{EngineConfig, Nanos, ShardEngine};
 use crate::store::WriteBatchSink;
 
@@ -34,18 +35,18 @@ pub struct ShardActor {
 }
 
 impl ShardActor {
-    /// Shard `index` for `config`, holding at most `max_series` series, writing to `store`.
+    /// Shard `index` running `engine` (new or restored), writing to `store`.
     pub fn new(
         index: usize,
         config: &EngineConfig,
-        max_series: usize,
+        engine: ShardEngine,
         store: Addr<StoreActor>,
         metrics: Arc<RuntimeMetrics>,
         flush_every: Nanos,
     ) -> ShardActor {
         ShardActor {
             index,
-            engine: ShardEngine::new(config, max_series),
+            engine,
             sink: WriteBatchSink::new(config.window),
             store,
             metrics,
@@ -99,8 +100,30 @@ impl Handler<Advance> for ShardActor {
         let batch = self.sink.take();
         self.metrics.store_mailbox.fetch_add(1, Ordering::Relaxed);
         let send = self.store.send(Persist(batch));
+        AtomicResponse::new(Box::pin(async move { send.await? }.into_actor(self).map(|result, _, _| result)))
+    }
+}
+
+impl Handler<TakeSnapshot> for ShardActor {
+    type Result = AtomicResponse<Self, Result<ShardSnapshot, PipelineError>>;
+
+    /// The state now, returned once everything it emitted so far is in the store: a checkpoint
+    /// never holds state whose outputs could be lost.
+    fn handle(&mut self, _: TakeSnapshot, _: &mut Context<Self>) -> Self::Result {
+        let snapshot = self.engine.snapshot();
+        let batch = self.sink.take();
+        if batch.is_empty() {
+            return AtomicResponse::new(Box::pin(actix::fut::ready(Ok(snapshot))));
+        }
+        self.metrics.store_mailbox.fetch_add(1, Ordering::Relaxed);
+        let send = self.store.send(Persist(batch));
         AtomicResponse::new(Box::pin(
-            async move { send.await?.map_err(PipelineError::from) }.into_actor(self).map(|result, _, _| result),
+            async move {
+                send.await??;
+                Ok(snapshot)
+            }
+            .into_actor(self)
+            .map(|result, _, _| result),
         ))
     }
 }

@@ -12,9 +12,26 @@ use std::time::{Duration, Instant};
 use actix::{Actor, AsyncContext, Context, Handler};
 
 use super::clock::now_nanos;
-use super::messages::Persist;
+use super::messages::{CheckpointReport, CommitCheckpoint, Persist, PipelineError};
 use super::metrics::RuntimeMetrics;
-use crate::store::{EmbeddedStore, StoreError};
+use crate::checkpoint::{Checkpoint, CheckpointStore};
+use crate::engine::snapshot::{EngineSnapshot, SNAPSHOT_VERSION};
+use crate::kafka::OutputProducer;
+use crate::store::EmbeddedStore;
+
+/// How long a checkpoint waits for Kafka output deliveries.
+const OUTPUT_FLUSH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Where the store actor also writes, in Kafka mode.
+#[derive(Debug, Default)]
+pub struct DurableOutputs {
+    /// Aggregate updates go to the output topic after each store write.
+    pub producer: Option<Arc<OutputProducer>>,
+    /// Checkpoints are saved here.
+    pub checkpoints: Option<CheckpointStore>,
+    /// The id of the last checkpoint saved (restored from the file on start).
+    pub last_checkpoint_id: u64,
+}
 
 /// Writes to the embedded store.
 #[derive(Debug)]
@@ -22,12 +39,18 @@ pub struct StoreActor {
     store: Arc<EmbeddedStore>,
     metrics: Arc<RuntimeMetrics>,
     retention_every: Duration,
+    outputs: DurableOutputs,
 }
 
 impl StoreActor {
-    /// An actor writing to `store`, enforcing retention every `retention_every`.
-    pub fn new(store: Arc<EmbeddedStore>, metrics: Arc<RuntimeMetrics>, retention_every: Duration) -> StoreActor {
-        StoreActor { store, metrics, retention_every }
+    /// An actor writing to `store` (and `outputs`), enforcing retention every `retention_every`.
+    pub fn new(
+        store: Arc<EmbeddedStore>,
+        metrics: Arc<RuntimeMetrics>,
+        retention_every: Duration,
+        outputs: DurableOutputs,
+    ) -> StoreActor {
+        StoreActor { store, metrics, retention_every, outputs }
     }
 }
 
@@ -44,7 +67,7 @@ impl Actor for StoreActor {
 }
 
 impl Handler<Persist> for StoreActor {
-    type Result = Result<(), StoreError>;
+    type Result = Result<(), PipelineError>;
 
     fn handle(&mut self, Persist(batch): Persist, _: &mut Context<Self>) -> Self::Result {
         self.metrics.store_mailbox.fetch_sub(1, Ordering::Relaxed);
@@ -54,6 +77,34 @@ impl Handler<Persist> for StoreActor {
         if let Err(e) = &result {
             tracing::error!(error = %e, items = batch.len(), "store write failed");
         }
-        result
+        result?;
+        if let Some(producer) = &self.outputs.producer {
+            producer.send_aggregates(&batch.aggregates)?;
+        }
+        Ok(())
+    }
+}
+
+impl Handler<CommitCheckpoint> for StoreActor {
+    type Result = Result<CheckpointReport, PipelineError>;
+
+    /// Every store write before this message is committed (this actor applies them in order);
+    /// Kafka output is flushed until the broker acknowledged all of it; then the checkpoint is
+    /// saved in one transaction.
+    fn handle(&mut self, msg: CommitCheckpoint, _: &mut Context<Self>) -> Self::Result {
+        self.metrics.store_mailbox.fetch_sub(1, Ordering::Relaxed);
+        if let Some(producer) = &self.outputs.producer {
+            producer.flush(OUTPUT_FLUSH_TIMEOUT)?;
+        }
+        let mut meta = msg.meta;
+        meta.id = self.outputs.last_checkpoint_id + 1;
+        let snapshot = EngineSnapshot { version: SNAPSHOT_VERSION, gate: msg.gate, shards: msg.shards };
+        let checkpoint = Checkpoint { engine: snapshot.encode(), meta };
+        let bytes = match &self.outputs.checkpoints {
+            Some(store) => store.save(&checkpoint)?,
+            None => checkpoint.engine.len(),
+        };
+        self.outputs.last_checkpoint_id = checkpoint.meta.id;
+        Ok(CheckpointReport { id: checkpoint.meta.id, bytes, watermark: checkpoint.meta.watermark })
     }
 }

@@ -14,7 +14,7 @@ mod drilldown;
 mod embedded;
 mod error;
 pub mod keybytes;
-mod keys;
+pub mod keys;
 mod retention;
 pub mod row_key;
 mod sink;

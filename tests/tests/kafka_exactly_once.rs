@@ -1,0 +1,600 @@
+//! Kafka mode end to end with a real broker (tansu, sqlite storage): batches on the input
+//! topic → `meshmon-aggregator serve` (Kafka source, checkpoints) → embedded store, and the
+//! output and dead-letter topics.
+//!
+//! One input, two aggregators reading it in their own consumer groups with their own data:
+//! `steady` runs untouched; `crashy` is killed with SIGKILL at seeded random moments while it
+//! works and restarted each time. Both must end with exactly the aggregates of a brute-force
+//! fold over the input (so also identical to each other), `crashy` must hold every raw record
+//! once, and the records sent too late must be in neither.
+//!
+//! The input is built so no verdict depends on timing: records are out of order by up to 4 s
+//! (twice the out-of-orderness, so some arrive after their window fired and correct it) but
+//! never by the 60 s allowed lateness; values are integers or decimals, so sums are exact in
+//! any order. Closing markers (metric `k.end`) are produced only after all data, and the late
+//! records only once both aggregators have *checkpointed* a watermark past them, so even a
+//! restart restores a watermark that makes them late. Nothing sleeps: every wait polls
+//! `/metrics` or the API with a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshmon_proto::nanos_to_timestamp;
+use meshmon_proto::prost::Message as _;
+use meshmon_proto::v1::{self, Decimal, RecordBatch};
+use meshmon_tests::{KafkaAggregator, LogsOnFailure, Tansu, get_json, http, prometheus_value, query_value, wait_for};
+use rdkafka::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use serde_json::{Value as Json, json};
+
+const WINDOW_MS: i64 = 10_000;
+const OUT_OF_ORDERNESS_MS: i64 = 2_000;
+const AGENTS: usize = 6;
+const BATCHES: u64 = 40;
+const PER_BATCH: u32 = 100;
+const LATE_RECORDS: u32 = 20;
+const TIMEOUT: Duration = Duration::from_secs(120);
+const METRICS: [&str; 2] = ["k.ops", "k.price"];
+
+#[derive(Debug, Clone)]
+enum Val {
+    F(i64),
+    Dec(i128),
+}
+
+#[derive(Debug, Clone)]
+struct Rec {
+    agent: String,
+    sequence: u64,
+    index: u32,
+    metric: &'static str,
+    value: Val,
+    at: i64,
+    cluster: String,
+    node: String,
+    env: &'static str,
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// `BATCHES` batches of `PER_BATCH` records per agent over 40 s of event time from `base`.
+fn generate(seed: u64, base: i64) -> Vec<Vec<Rec>> {
+    let mut rng = Rng(seed | 1);
+    let mut batches = Vec::new();
+    for sequence in 1..=BATCHES {
+        for a in 0..AGENTS {
+            let records = (0..PER_BATCH)
+                .map(|index| {
+                    let nominal = base + (sequence as i64 - 1) * 1_000 + i64::from(index) * 10;
+                    let disorder = if rng.below(10) == 0 { rng.below(4_000) } else { rng.below(1_500) };
+                    let (metric, value) = if index % 2 == 0 {
+                        ("k.ops", Val::F(rng.below(1_000) as i64))
+                    } else {
+                        ("k.price", Val::Dec(i128::from(rng.below(100_000)) * 10_000_000))
+                    };
+                    Rec {
+                        agent: format!("kafka-agent-{a}"),
+                        sequence,
+                        index,
+                        metric,
+                        value,
+                        at: nominal - disorder as i64,
+                        cluster: format!("c{}", a % 2),
+                        node: format!("n{a}"),
+                        env: if a % 3 == 0 { "dev" } else { "prod" },
+                    }
+                })
+                .collect();
+            batches.push(records);
+        }
+    }
+    batches
+}
+
+/// One record of `metric` at `at` from every agent, under sequence `sequence`.
+fn markers(base_at: i64, sequence: u64) -> Vec<Vec<Rec>> {
+    (0..AGENTS)
+        .map(|a| {
+            vec![Rec {
+                agent: format!("kafka-agent-{a}"),
+                sequence,
+                index: 0,
+                metric: "k.end",
+                value: Val::F(1),
+                at: base_at,
+                cluster: format!("c{}", a % 2),
+                node: format!("n{a}"),
+                env: "prod",
+            }]
+        })
+        .collect()
+}
+
+fn encode(records: &[Rec]) -> (String, Vec<u8>) {
+    let first = &records[0];
+    let wire = records
+        .iter()
+        .map(|r| v1::Record {
+            metric: r.metric.into(),
+            value: Some(match r.value {
+                Val::F(v) => v1::record::Value::DoubleValue(v as f64),
+                Val::Dec(n) => v1::record::Value::DecimalValue(Decimal::from_nano_units(n).unwrap()),
+            }),
+            event_time: Some(nanos_to_timestamp(r.at * 1_000_000)),
+            cluster: r.cluster.clone(),
+            node: r.node.clone(),
+            tags: [("env".to_string(), r.env.to_string())].into(),
+            raw: None,
+        })
+        .collect();
+    let batch = RecordBatch { agent_id: first.agent.clone(), sequence: first.sequence, sent_at: None, records: wire };
+    (first.agent.clone(), batch.encode_to_vec())
+}
+
+fn producer(tansu: &Tansu) -> BaseProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("enable.idempotence", "true")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap()
+}
+
+fn produce(p: &BaseProducer, topic: &str, batches: &[Vec<Rec>]) {
+    for b in batches {
+        let (key, value) = encode(b);
+        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(value.as_slice());
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+}
+
+// ------------------------------------------------------------------ the oracle
+
+fn dimension_keys(r: &Rec) -> [String; 4] {
+    ["fleet".into(), format!("cluster={}", r.cluster), format!("node={}", r.node), format!("tag:env={}", r.env)]
+}
+
+type Expected<'a> = BTreeMap<(String, String), BTreeMap<i64, Vec<&'a Rec>>>;
+
+fn expected_points(records: &[Rec]) -> Expected<'_> {
+    let mut out: Expected<'_> = BTreeMap::new();
+    for r in records {
+        let start = r.at.div_euclid(WINDOW_MS) * WINDOW_MS;
+        for key in dimension_keys(r) {
+            out.entry((r.metric.to_string(), key)).or_default().entry(start).or_default().push(r);
+        }
+    }
+    out
+}
+
+/// count, sum, avg, min, max, last as the API shows them.
+fn fold(records: &[&Rec]) -> BTreeMap<&'static str, Json> {
+    let count = records.len();
+    let last = records
+        .iter()
+        .max_by(|a, b| (a.at, &a.agent, a.sequence, a.index).cmp(&(b.at, &b.agent, b.sequence, b.index)))
+        .unwrap();
+    let mut out = BTreeMap::new();
+    out.insert("count", json!(count));
+    out.insert("last_time", json!(last.at));
+    match last.value {
+        Val::Dec(_) => {
+            let nanos: Vec<i128> =
+                records.iter().map(|r| if let Val::Dec(n) = r.value { n } else { panic!("mixed") }).collect();
+            let text = |n: i128| json!(Decimal::from_nano_units(n).unwrap().to_string());
+            let sum: i128 = nanos.iter().sum();
+            let n = count as i128;
+            let (q, rem) = (sum / n, sum % n);
+            let avg = if 2 * rem.abs() >= n { q + sum.signum() } else { q };
+            out.insert("sum", text(sum));
+            out.insert("avg", text(avg));
+            out.insert("min", text(*nanos.iter().min().unwrap()));
+            out.insert("max", text(*nanos.iter().max().unwrap()));
+            out.insert("last", if let Val::Dec(n) = last.value { text(n) } else { unreachable!() });
+        }
+        Val::F(_) => {
+            let values: Vec<i64> =
+                records.iter().map(|r| if let Val::F(v) = r.value { v } else { panic!("mixed") }).collect();
+            let sum: i64 = values.iter().sum();
+            out.insert("sum", json!(sum as f64));
+            out.insert("avg", json!(sum as f64 / count as f64));
+            out.insert("min", json!(*values.iter().min().unwrap() as f64));
+            out.insert("max", json!(*values.iter().max().unwrap() as f64));
+            out.insert("last", json!(if let Val::F(v) = last.value { v as f64 } else { unreachable!() }));
+        }
+    }
+    out
+}
+
+fn same(a: &Json, b: &Json) -> bool {
+    match (a, b) {
+        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
+        _ => a == b,
+    }
+}
+
+// ------------------------------------------------------------------ API reads
+
+fn metrics_text(addr: SocketAddr) -> String {
+    http("GET", addr, "/metrics", None).map(|r| r.text()).unwrap_or_default()
+}
+
+fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    prometheus_value(&metrics_text(addr), name)
+}
+
+fn aggregates(addr: SocketAddr, metric: &str, key: &str, from: i64, to: i64) -> Result<Vec<Json>, String> {
+    let path =
+        format!("/api/aggregates?metric={}&dimension={}&from={from}&to={to}", query_value(metric), query_value(key));
+    let body = get_json(addr, &path)?;
+    body["points"].as_array().cloned().ok_or_else(|| format!("no points array in {body}"))
+}
+
+fn check_aggregates(addr: SocketAddr, expected: &Expected<'_>, from: i64, to: i64) -> Result<(), String> {
+    for ((metric, key), points) in expected {
+        let got = aggregates(addr, metric, key, from, to)?;
+        let got_starts: Vec<i64> = got.iter().filter_map(|p| p["start"].as_i64()).collect();
+        let want_starts: Vec<i64> = points.keys().copied().collect();
+        if got_starts != want_starts {
+            return Err(format!("{metric} {{{key}}}: point starts {got_starts:?}, expected {want_starts:?}"));
+        }
+        for (p, (start, records)) in got.iter().zip(points) {
+            let want = fold(records);
+            for (field, w) in &want {
+                if !same(&p[*field], w) {
+                    return Err(format!(
+                        "{metric} {{{key}}} @{start}: {field} = {}, expected {w}; point {p}, expected {want:?}",
+                        p[*field]
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every raw record behind every fleet point, as (agent, sequence, index); fails on a repeat.
+fn raw_identities(addr: SocketAddr, expected: &Expected<'_>) -> Result<BTreeSet<(String, u64, u32)>, String> {
+    let mut all = BTreeSet::new();
+    for ((metric, key), points) in expected {
+        if key != "fleet" {
+            continue;
+        }
+        for start in points.keys() {
+            let mut token: Option<String> = None;
+            loop {
+                let mut path =
+                    format!("/api/raw?metric={}&dimension=fleet&start={start}&page_size=1000", query_value(metric));
+                if let Some(t) = &token {
+                    path.push_str(&format!("&page_token={}", query_value(t)));
+                }
+                let body = get_json(addr, &path)?;
+                for r in body["records"].as_array().ok_or("no records")? {
+                    let id = (
+                        r["agent"].as_str().unwrap_or_default().to_string(),
+                        r["sequence"].as_u64().unwrap_or_default(),
+                        r["index"].as_u64().unwrap_or_default() as u32,
+                    );
+                    if !all.insert(id.clone()) {
+                        return Err(format!("raw record {id:?} returned twice"));
+                    }
+                }
+                match body["next_page_token"].as_str() {
+                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
+                    _ => break,
+                }
+            }
+        }
+    }
+    Ok(all)
+}
+
+fn config(tansu: &Tansu, group: &str, topics: &Topics) -> String {
+    format!(
+        r#"
+[engine]
+window = "tumbling:10s"
+out_of_orderness = "2s"
+allowed_lateness = "60s"
+idle_timeout = "0s"
+shards = 2
+
+[kafka]
+brokers = "{}"
+input_topic = "{}"
+group_id = "{group}"
+output_topic = "{}"
+dead_letter_topic = "{}"
+merge_wait = "10s"
+properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+
+[checkpoint]
+every = "300ms"
+"#,
+        tansu.bootstrap(),
+        topics.input,
+        topics.output,
+        topics.dead
+    )
+}
+
+struct Topics {
+    input: String,
+    output: String,
+    dead: String,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Waits until `agg` checkpointed a watermark of at least `at` (ms).
+fn wait_checkpointed_watermark(agg: &KafkaAggregator, at: i64) {
+    wait_for("a checkpoint past the closing markers", TIMEOUT, || {
+        let wm = metric(agg.http, "meshmon_checkpoint_watermark_seconds")?;
+        ((wm * 1000.0) as i64 >= at).then_some(())
+    })
+    .unwrap();
+}
+
+#[test]
+fn crashes_and_restarts_give_the_same_exact_aggregates_as_an_uncrashed_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = LogsOnFailure::default();
+    let tansu = Tansu::start(dir.path()).unwrap();
+    logs.0.push(("tansu".into(), tansu.log()));
+    let topics = Topics { input: "records".into(), output: "aggregates".into(), dead: "dead-letters".into() };
+    tansu.create_topic(&topics.input, 3).unwrap();
+    tansu.create_topic(&topics.output, 1).unwrap();
+    tansu.create_topic(&topics.dead, 1).unwrap();
+
+    let mut steady = KafkaAggregator::start(dir.path(), "steady", &config(&tansu, "steady", &topics)).unwrap();
+    logs.0.push(("steady".into(), steady.log()));
+    let mut crashy = KafkaAggregator::start(dir.path(), "crashy", &config(&tansu, "crashy", &topics)).unwrap();
+    logs.0.push(("crashy".into(), crashy.log()));
+
+    // An hour ago, on a window boundary.
+    let base = (now_ms() - 3_600_000).div_euclid(WINDOW_MS) * WINDOW_MS;
+    let seed = 0x5eed_0004;
+    let batches = generate(seed, base);
+    let p = producer(&tansu);
+    produce(&p, &topics.input, &batches);
+    // Closing markers only after every data batch is in the log.
+    let close_at = base + 1_000_000;
+    produce(&p, &topics.input, &markers(close_at, BATCHES + 1));
+
+    // Kill `crashy` at seeded random points of its progress, restarting it each time.
+    let mut rng = Rng(seed ^ 0xdead_beef);
+    let mut kills = 0;
+    let mut mid_catch_up = 0;
+    while kills < 5 {
+        let target = 5.0 + rng.below(60) as f64;
+        let caught_up = wait_for("crashy progressing", TIMEOUT, || {
+            let text = metrics_text(crashy.http);
+            let messages = prometheus_value(&text, "meshmon_kafka_messages_in_total")?;
+            let lagging = text.lines().any(|l| l.starts_with("meshmon_kafka_lag_messages{") && !l.ends_with(" 0"));
+            (messages >= target || (messages > 0.0 && !lagging)).then_some(!lagging)
+        })
+        .unwrap();
+        if !caught_up {
+            mid_catch_up += 1;
+        }
+        crashy.kill9().unwrap();
+        kills += 1;
+        crashy.restart().unwrap();
+    }
+    eprintln!("crashy: {kills} kills, {mid_catch_up} of them while catching up");
+
+    // Late records: only once both have checkpointed a watermark past them.
+    wait_checkpointed_watermark(&steady, close_at - OUT_OF_ORDERNESS_MS);
+    wait_checkpointed_watermark(&crashy, close_at - OUT_OF_ORDERNESS_MS);
+    let late: Vec<Rec> = (0..LATE_RECORDS)
+        .map(|index| Rec {
+            agent: "kafka-late".into(),
+            sequence: 1,
+            index,
+            metric: "k.ops",
+            value: Val::F(1_000_000),
+            at: base + 5_000 + i64::from(index),
+            cluster: "c0".into(),
+            node: "n0".into(),
+            env: "prod",
+        })
+        .collect();
+    produce(&p, &topics.input, &[late]);
+    produce(&p, &topics.input, &markers(close_at + 1_000_000, BATCHES + 2));
+    // One more crash after the late records.
+    crashy.kill9().unwrap();
+    crashy.restart().unwrap();
+
+    let records: Vec<Rec> = batches.into_iter().flatten().collect();
+    let expected = expected_points(&records);
+    let (from, to) = (base - 60_000, base + 120_000);
+    for agg in [&steady, &crashy] {
+        let mut last = String::new();
+        let ok = wait_for("aggregates equal to the oracle", TIMEOUT, || {
+            match check_aggregates(agg.http, &expected, from, to) {
+                Ok(()) => Some(()),
+                Err(e) => {
+                    last = e;
+                    None
+                }
+            }
+        });
+        assert!(ok.is_ok(), "{}: aggregates never matched the oracle; last difference: {last}", agg.log().display());
+        wait_for("the late records counted", TIMEOUT, || {
+            (metric(agg.http, "meshmon_records_late_total")? >= f64::from(LATE_RECORDS)).then_some(())
+        })
+        .unwrap();
+        assert_eq!(metric(agg.http, "meshmon_records_late_total"), Some(f64::from(LATE_RECORDS)));
+    }
+    // Every raw record once in the crashed run's store.
+    let want: BTreeSet<(String, u64, u32)> = records.iter().map(|r| (r.agent.clone(), r.sequence, r.index)).collect();
+    let got = raw_identities(crashy.http, &expected).unwrap();
+    assert_eq!(got.len(), want.len(), "raw records: {} stored, {} sent", got.len(), want.len());
+    assert_eq!(got, want);
+
+    // The output topic holds every aggregate point (latest revision per key = the oracle's).
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "test-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topics.output.as_str()]).unwrap();
+    let mut latest: BTreeMap<Vec<u8>, (u32, u64)> = BTreeMap::new();
+    let points: usize = expected.values().map(BTreeMap::len).sum();
+    wait_for("the output topic", TIMEOUT, || {
+        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let key = m.key().unwrap_or_default().to_vec();
+            if let Some(v) = m.payload() {
+                let u = v1::AggregateUpdate::decode(v).unwrap();
+                if METRICS.contains(&u.metric.as_str()) {
+                    let point = u.point.unwrap();
+                    let count = point.stats.map_or(0, |s| s.count);
+                    let e = latest.entry(key).or_insert((point.revision, count));
+                    if point.revision >= e.0 {
+                        *e = (point.revision, count);
+                    }
+                }
+            }
+        }
+        (latest.len() >= points).then_some(())
+    })
+    .unwrap();
+    let total: u64 = latest.values().map(|(_, c)| c).sum();
+    let expected_total: usize = expected.values().flat_map(|p| p.values()).map(Vec::len).sum();
+    assert_eq!(latest.len(), points, "one key per aggregate point");
+    assert_eq!(total, expected_total as u64, "latest revisions sum to the oracle's counts");
+
+    for agg in [&mut steady, &mut crashy] {
+        let status = agg.terminate().unwrap();
+        assert!(status.success(), "clean stop: {status}");
+    }
+}
+
+#[test]
+fn garbage_goes_to_the_dead_letter_topic_and_the_pipeline_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = LogsOnFailure::default();
+    let tansu = Tansu::start(dir.path()).unwrap();
+    logs.0.push(("tansu".into(), tansu.log()));
+    let topics = Topics { input: "in".into(), output: "out".into(), dead: "dead".into() };
+    tansu.create_topic(&topics.input, 1).unwrap();
+    tansu.create_topic(&topics.output, 1).unwrap();
+    tansu.create_topic(&topics.dead, 1).unwrap();
+    let mut agg = KafkaAggregator::start(dir.path(), "agg", &config(&tansu, "g", &topics)).unwrap();
+    logs.0.push(("agg".into(), agg.log()));
+
+    let base = (now_ms() - 600_000).div_euclid(WINDOW_MS) * WINDOW_MS;
+    let p = producer(&tansu);
+    let rec = |sequence: u64, at: i64| Rec {
+        agent: "g-agent".into(),
+        sequence,
+        index: 0,
+        metric: "k.ops",
+        value: Val::F(7),
+        at,
+        cluster: "c".into(),
+        node: "n".into(),
+        env: "prod",
+    };
+    produce(&p, &topics.input, &[vec![rec(1, base + 1_000)]]);
+    // Not protobuf (wire type 7), a RecordBatch without agent id, a message without a value.
+    let garbage: [(&[u8], Option<&[u8]>); 3] = [
+        (b"junk-key", Some(b"\xff\xff\xff\xff not a RecordBatch")),
+        (
+            b"anon",
+            Some(&RecordBatch { agent_id: String::new(), sequence: 1, sent_at: None, records: vec![] }.encode_to_vec()),
+        ),
+        (b"empty", None),
+    ];
+    for (key, value) in &garbage {
+        let mut r = BaseRecord::<[u8], [u8]>::to(&topics.input).key(*key);
+        if let Some(v) = value {
+            r = r.payload(*v);
+        }
+        p.send(r).map_err(|(e, _)| e).unwrap();
+    }
+    p.flush(Duration::from_secs(30)).unwrap();
+    // The pipeline goes on: later batches are aggregated and close the first window.
+    produce(&p, &topics.input, &[vec![rec(2, base + 2_000)], vec![rec(3, base + 30_000)]]);
+
+    wait_for("the dead-letter counter", TIMEOUT, || {
+        (metric(agg.http, "meshmon_kafka_dead_lettered_total")? >= 3.0).then_some(())
+    })
+    .unwrap();
+    wait_for("the first window aggregated", TIMEOUT, || {
+        let points = aggregates(agg.http, "k.ops", "fleet", base - 10_000, base + 20_000).ok()?;
+        (points.first()?["count"].as_u64()? == 2).then_some(())
+    })
+    .unwrap();
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "dead-reader")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topics.dead.as_str()]).unwrap();
+    /// (key, value, source header, reason header)
+    type DeadLetter = (Vec<u8>, Option<Vec<u8>>, String, String);
+    let mut dead: Vec<DeadLetter> = Vec::new();
+    wait_for("three dead letters", TIMEOUT, || {
+        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            let header = |name: &str| {
+                m.headers()
+                    .and_then(|h| {
+                        h.iter()
+                            .find(|x| x.key == name)
+                            .and_then(|x| x.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    })
+                    .unwrap_or_default()
+            };
+            dead.push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().map(<[u8]>::to_vec),
+                header("meshmon.source"),
+                header("meshmon.reason"),
+            ));
+        }
+        (dead.len() >= 3).then_some(())
+    })
+    .unwrap();
+    assert_eq!(dead.len(), 3, "{dead:?}");
+    for ((key, value), (dkey, dvalue, source, reason)) in garbage.iter().zip(&dead) {
+        assert_eq!(dkey.as_slice(), *key, "key kept");
+        assert_eq!(dvalue.as_deref(), *value, "value kept unchanged");
+        assert!(source.starts_with("in/0/"), "source header: {source}");
+        assert!(!reason.is_empty(), "reason header");
+    }
+    assert!(dead[0].3.contains("protobuf"), "{}", dead[0].3);
+    assert!(dead[1].3.contains("agent_id"), "{}", dead[1].3);
+    assert_eq!(metric(agg.http, "meshmon_kafka_dead_lettered_total"), Some(3.0));
+    assert!(agg.terminate().unwrap().success());
+}
