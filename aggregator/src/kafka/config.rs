@@ -197,7 +197,14 @@ impl KafkaSection {
     /// The output producer's properties: idempotent, acks from all replicas, lz4.
     pub fn producer_config(&self) -> Result<ClientConfig, KafkaConfigError> {
         let mut c = self.client_config()?;
-        c.set("enable.idempotence", "true").set("acks", "all").set("compression.type", "lz4").set("linger.ms", "20");
+        for (k, v) in [("compression.type", "lz4"), ("linger.ms", "20")] {
+            if !self.properties.contains_key(k) {
+                c.set(k, v);
+            }
+        }
+        // Not overridable: the exactly-once argument needs every output acknowledged by all
+        // in-sync replicas, without duplicates from retries.
+        c.set("enable.idempotence", "true").set("acks", "all");
         Ok(c)
     }
 }
