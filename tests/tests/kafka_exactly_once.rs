@@ -3,8 +3,9 @@
 //! output and dead-letter topics.
 //!
 //! One input, two aggregators reading it in their own consumer groups with their own data:
-//! `steady` runs untouched; `crashy` is killed with SIGKILL at seeded random moments while it
-//! works and restarted each time. Both must end with exactly the aggregates of a brute-force
+//! `steady` runs untouched; `crashy` is killed with SIGKILL five times, at seeded random
+//! points of its progress while the agents are producing (a feeder thread produces one round
+//! of batches every 800 ms), and restarted each time. Both must end with exactly the aggregates of a brute-force
 //! fold over the input (so also identical to each other), `crashy` must hold every raw record
 //! once, and the records sent too late must be in neither.
 //!
@@ -331,7 +332,7 @@ group_id = "{group}"
 output_topic = "{}"
 dead_letter_topic = "{}"
 merge_wait = "10s"
-properties = {{ "session.timeout.ms" = "6000", "heartbeat.interval.ms" = "1000" }}
+properties = {{ "session.timeout.ms" = "3000", "heartbeat.interval.ms" = "500" }}
 
 [checkpoint]
 every = "300ms"
@@ -383,32 +384,43 @@ fn crashes_and_restarts_give_the_same_exact_aggregates_as_an_uncrashed_run() {
     let seed = 0x5eed_0004;
     let batches = generate(seed, base);
     let p = producer(&tansu);
-    produce(&p, &topics.input, &batches);
+    // The agents produce live: one sequence (AGENTS batches) every 800 ms, about 32 s in all,
+    // while `crashy` is killed and restarted; each restart then also catches up a backlog.
+    let feeder = {
+        let (p, topic, batches) = (producer(&tansu), topics.input.clone(), batches.clone());
+        std::thread::spawn(move || {
+            for round in batches.chunks(AGENTS) {
+                produce(&p, &topic, round);
+                std::thread::sleep(Duration::from_millis(800));
+            }
+        })
+    };
+
+    // Kill `crashy` at seeded random points of its progress, restarting it each time: after a
+    // random number of messages since its start, every other time only once it has also
+    // written a checkpoint (so it moves on), otherwise possibly before (a replay of the same
+    // stretch).
+    let mut rng = Rng(seed ^ 0xdead_beef);
+    let mut kills = Vec::new();
+    while kills.len() < 5 {
+        let target = 3.0 + rng.below(25) as f64;
+        let need_checkpoint = kills.len() % 2 == 0;
+        let at = wait_for("crashy progressing", TIMEOUT, || {
+            let text = metrics_text(crashy.http);
+            let messages = prometheus_value(&text, "meshmon_kafka_messages_in_total")?;
+            let checkpoints = prometheus_value(&text, "meshmon_checkpoints_total")?;
+            (messages >= target && (!need_checkpoint || checkpoints >= 1.0)).then_some((messages, checkpoints))
+        })
+        .unwrap();
+        crashy.kill9().unwrap();
+        kills.push((at, !feeder.is_finished()));
+        crashy.restart().unwrap();
+    }
+    eprintln!("crashy killed after ((messages, checkpoints) since each start, agents still producing): {kills:?}");
+    feeder.join().unwrap();
     // Closing markers only after every data batch is in the log.
     let close_at = base + 1_000_000;
     produce(&p, &topics.input, &markers(close_at, BATCHES + 1));
-
-    // Kill `crashy` at seeded random points of its progress, restarting it each time.
-    let mut rng = Rng(seed ^ 0xdead_beef);
-    let mut kills = 0;
-    let mut mid_catch_up = 0;
-    while kills < 5 {
-        let target = 5.0 + rng.below(60) as f64;
-        let caught_up = wait_for("crashy progressing", TIMEOUT, || {
-            let text = metrics_text(crashy.http);
-            let messages = prometheus_value(&text, "meshmon_kafka_messages_in_total")?;
-            let lagging = text.lines().any(|l| l.starts_with("meshmon_kafka_lag_messages{") && !l.ends_with(" 0"));
-            (messages >= target || (messages > 0.0 && !lagging)).then_some(!lagging)
-        })
-        .unwrap();
-        if !caught_up {
-            mid_catch_up += 1;
-        }
-        crashy.kill9().unwrap();
-        kills += 1;
-        crashy.restart().unwrap();
-    }
-    eprintln!("crashy: {kills} kills, {mid_catch_up} of them while catching up");
 
     // Late records: only once both have checkpointed a watermark past them.
     wait_checkpointed_watermark(&steady, close_at - OUT_OF_ORDERNESS_MS);
@@ -446,7 +458,16 @@ fn crashes_and_restarts_give_the_same_exact_aggregates_as_an_uncrashed_run() {
                 }
             }
         });
-        assert!(ok.is_ok(), "{}: aggregates never matched the oracle; last difference: {last}", agg.log().display());
+        if ok.is_err() {
+            let text = metrics_text(agg.http);
+            let counters: Vec<&str> =
+                text.lines().filter(|l| l.starts_with("meshmon_") && !l.contains("_bucket")).collect();
+            panic!(
+                "{}: aggregates never matched the oracle; last difference: {last}\nmetrics:\n{}",
+                agg.log().display(),
+                counters.join("\n")
+            );
+        }
         wait_for("the late records counted", TIMEOUT, || {
             (metric(agg.http, "meshmon_records_late_total")? >= f64::from(LATE_RECORDS)).then_some(())
         })
@@ -597,4 +618,79 @@ fn garbage_goes_to_the_dead_letter_topic_and_the_pipeline_keeps_running() {
     assert!(dead[1].3.contains("agent_id"), "{}", dead[1].3);
     assert_eq!(metric(agg.http, "meshmon_kafka_dead_lettered_total"), Some(3.0));
     assert!(agg.terminate().unwrap().success());
+}
+
+#[test]
+fn a_rebalance_checkpoints_before_revocation_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut logs = LogsOnFailure::default();
+    let tansu = Tansu::start(dir.path()).unwrap();
+    logs.0.push(("tansu".into(), tansu.log()));
+    let topics = Topics { input: "rb-in".into(), output: "rb-out".into(), dead: "rb-dead".into() };
+    tansu.create_topic(&topics.input, 3).unwrap();
+    tansu.create_topic(&topics.output, 1).unwrap();
+    tansu.create_topic(&topics.dead, 1).unwrap();
+    let agg = KafkaAggregator::start(dir.path(), "member", &config(&tansu, "rb-group", &topics)).unwrap();
+    logs.0.push(("member".into(), agg.log()));
+    let log_count = |what: &str| std::fs::read_to_string(agg.log()).unwrap_or_default().matches(what).count();
+
+    let base = (now_ms() - 3_600_000).div_euclid(WINDOW_MS) * WINDOW_MS;
+    let batches = generate(0x5eed_0005, base);
+    let (first, second) = batches.split_at(batches.len() / 2);
+    let p = producer(&tansu);
+    produce(&p, &topics.input, first);
+    let half: usize = first.iter().map(Vec::len).sum();
+    wait_for("the first half consumed", TIMEOUT, || {
+        (metric(agg.http, "meshmon_kafka_records_in_total")? >= half as f64).then_some(())
+    })
+    .unwrap();
+
+    // A second member joins the group: the aggregator must checkpoint before giving partitions up.
+    let checkpoints_before = log_count("kafka partitions revoked: checkpointing first");
+    let intruder: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("group.id", "rb-group")
+        .set("enable.auto.commit", "false")
+        .set("session.timeout.ms", "3000")
+        .set("heartbeat.interval.ms", "500")
+        .set("partition.assignment.strategy", "range")
+        .create()
+        .unwrap();
+    intruder.subscribe(&[topics.input.as_str()]).unwrap();
+    wait_for("a rebalance that takes partitions from the aggregator", TIMEOUT, || {
+        let _ = intruder.poll(Duration::from_millis(100));
+        let mine = intruder.assignment().ok()?.count();
+        (mine > 0 && log_count("kafka partitions revoked: checkpointing first") > checkpoints_before).then_some(())
+    })
+    .unwrap();
+    // While the intruder holds some partitions, the rest of the data arrives.
+    produce(&p, &topics.input, second);
+    // It leaves without committing anything; the aggregator gets everything back and resumes
+    // every partition from its own checkpointed offsets.
+    let assigned_before = log_count("kafka partitions assigned");
+    drop(intruder);
+    wait_for("the partitions back", TIMEOUT, || {
+        (log_count("kafka partitions assigned") > assigned_before).then_some(())
+    })
+    .unwrap();
+    let close_at = base + 1_000_000;
+    produce(&p, &topics.input, &markers(close_at, BATCHES + 1));
+    produce(&p, &topics.input, &markers(close_at + 1_000_000, BATCHES + 2));
+
+    let records: Vec<Rec> = batches.into_iter().flatten().collect();
+    let expected = expected_points(&records);
+    let mut last = String::new();
+    let ok = wait_for("aggregates equal to the oracle", TIMEOUT, || {
+        match check_aggregates(agg.http, &expected, base - 60_000, base + 120_000) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                last = e;
+                None
+            }
+        }
+    });
+    assert!(ok.is_ok(), "after the rebalance the aggregates never matched the oracle: {last}");
+    let want: BTreeSet<(String, u64, u32)> = records.iter().map(|r| (r.agent.clone(), r.sequence, r.index)).collect();
+    assert_eq!(raw_identities(agg.http, &expected).unwrap(), want, "every raw record exactly once");
+    assert_eq!(metric(agg.http, "meshmon_duplicate_batches_total"), Some(0.0));
 }

@@ -162,14 +162,14 @@ pub fn replay(
                         }
                         if m.offset() + 1 >= end {
                             remaining.remove(&p);
-                            merge.end_of_partition(p);
+                            merge.end_of_partition(p, Nanos::MAX);
                         }
                     }
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => {
                     // The end offset was computed at start; the log cannot be shorter, but be safe.
                     remaining.remove(&p);
-                    merge.end_of_partition(p);
+                    merge.end_of_partition(p, Nanos::MAX);
                 }
                 Some(Err(e)) => tracing::warn!(error = %e, "kafka consumer error during replay"),
                 None => {}

@@ -71,8 +71,8 @@ struct SourceState {
     merge: PartitionMerge,
     /// Next offset to process per partition (from the checkpoint, then from processing).
     offsets: BTreeMap<i32, i64>,
-    /// High watermark per partition (statistics).
-    high: BTreeMap<i32, i64>,
+    /// High watermark per partition and the wall time it was reported (statistics).
+    high: BTreeMap<i32, (i64, Nanos)>,
     /// Greatest message timestamp processed.
     log_now: Nanos,
     failure: Option<String>,
@@ -111,9 +111,22 @@ impl SourceCore {
 
     pub(crate) fn note_high_watermark(&self, p: i32, high: i64) {
         let mut s = self.lock();
-        s.high.insert(p, high);
+        s.high.insert(p, (high, now_nanos()));
         let pos = s.offsets.get(&p).copied().unwrap_or(0);
         self.kafka_metrics.set_partition(p, pos, high);
+    }
+
+    /// Partitions with nothing buffered whose next offset reached the high watermark of the
+    /// latest statistics were caught up at the time of those statistics: this renews what the
+    /// merge knows every statistics interval (end-of-partition events come only once).
+    fn catch_up_from_high_watermarks(&self) {
+        let mut s = self.lock();
+        for p in s.merge.idle() {
+            let Some(&(high, at)) = s.high.get(&p) else { continue };
+            if s.offsets.get(&p).copied().unwrap_or(0) >= high {
+                s.merge.end_of_partition(p, at);
+            }
+        }
     }
 
     pub(crate) fn fail(&self, message: String) {
@@ -222,7 +235,7 @@ impl SourceCore {
         let mut s = self.lock();
         s.offsets.insert(partition, m.offset + 1);
         s.log_now = s.log_now.max(m.timestamp);
-        let high = s.high.get(&partition).copied().unwrap_or(m.offset + 1);
+        let high = s.high.get(&partition).map_or(m.offset + 1, |h| h.0);
         km.set_partition(partition, m.offset + 1, high.max(m.offset + 1));
         Ok(())
     }
@@ -304,7 +317,8 @@ pub fn start(
         runtime,
     });
     let mut config = k.consumer_config()?;
-    config.set("statistics.interval.ms", "5000");
+    // Statistics carry each partition's high watermark: the lag metric and caught-up detection.
+    config.set("statistics.interval.ms", "1000");
     let consumer: BaseConsumer<SourceContext> = config.create_with_context(SourceContext { core: core.clone() })?;
     consumer.subscribe(&[k.input_topic.as_str()])?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -354,13 +368,14 @@ fn run(
                 };
                 core.lock().merge.push(m.partition(), fetched);
             }
-            Some(Err(KafkaError::PartitionEOF(p))) => core.lock().merge.end_of_partition(p),
+            Some(Err(KafkaError::PartitionEOF(p))) => core.lock().merge.end_of_partition(p, now_nanos()),
             Some(Err(e)) => {
                 km.consumer_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, "kafka consumer error");
             }
             None => {}
         }
+        core.catch_up_from_high_watermarks();
         for _ in 0..MESSAGES_PER_TURN {
             let next = core.lock().merge.next(Instant::now());
             let Some((partition, m)) = next else { break };
@@ -386,7 +401,11 @@ fn run(
             }
         }
         km.paused_partitions.store(paused as u64, Ordering::Relaxed);
-        km.merge_waits_expired.store(expired, Ordering::Relaxed);
+        if expired > km.merge_waits_expired.swap(expired, Ordering::Relaxed) {
+            let lagging = core.lock().merge.lagging();
+            tracing::warn!(?lagging, wait = ?options.kafka.merge_wait,
+                "partitions had nothing fetched for merge_wait: going on without them (their records may be late)");
+        }
         if last_tick.elapsed() >= options.tick_every {
             last_tick = Instant::now();
             // At the head of the log processing time may follow the wall clock (idle partitions
