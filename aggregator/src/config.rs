@@ -15,6 +15,7 @@ use crate::engine::time::parse_duration;
 use crate::engine::{DimensionField, DimensionSpec, EngineConfig, Limits, Nanos, TagDimensions, WindowSpec};
 use crate::kafka::{CheckpointSection, KafkaSection};
 use crate::runtime::PipelineConfig;
+use crate::sinks::influxdb::InfluxDbSection;
 use crate::store::StoreConfig;
 
 /// Everything `meshmon-aggregator serve` needs.
@@ -31,6 +32,8 @@ pub struct AggregatorConfig {
     pub kafka: KafkaSection,
     /// Checkpoints of window state and offsets (Kafka mode).
     pub checkpoint: CheckpointSection,
+    /// InfluxDB output of aggregates and self-metrics (on when `influxdb.url` is set).
+    pub influxdb: InfluxDbSection,
 }
 
 /// Listening addresses (loopback by default).

@@ -13,6 +13,7 @@ pub mod kafka;
 pub mod rfc3339;
 pub mod runtime;
 pub mod server;
+pub mod sinks;
 pub mod source;
 pub mod store;
 pub mod synthetic;

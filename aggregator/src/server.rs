@@ -6,8 +6,10 @@
 //! checkpoint, with no gRPC ingest (a batch acked over gRPC would not be in any checkpoint) —
 //! and the JSON API, `/metrics` and the built-in page on the HTTP address. Stops gracefully:
 //! no new batches; embedded mode makes every shard write what it collected, Kafka mode takes a
-//! final checkpoint; then the servers close. Must run inside an actix system. Touches the
-//! sockets, the store and checkpoint files and the Kafka connections (through its parts).
+//! final checkpoint; then the InfluxDB writer (when `[influxdb]` is on) gets
+//! [`INFLUXDB_DRAIN`] to write what is queued, and the servers close. Must run inside an actix
+//! system. Touches the sockets, the store and checkpoint files and the Kafka and InfluxDB
+//! connections (through its parts).
 
 use std::net::SocketAddr;
 
@@ -25,6 +27,10 @@ use crate::kafka::source::{self, SourceOptions};
 use crate::kafka::{KafkaMetrics, OutputError, OutputProducer, SourceError, SourceHandle};
 use crate::runtime::messages::Flush;
 use crate::runtime::{DurableOutputs, Pipeline, StartError, StartOptions};
+use crate::sinks::influxdb::{InfluxError, InfluxWriter};
+
+/// How long a stopping server waits for InfluxDB to take the points still queued.
+pub const INFLUXDB_DRAIN: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long a stopping server lets open ingest streams finish.
 pub const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -41,6 +47,7 @@ pub struct RunningServer {
     grpc: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     source: Option<SourceHandle>,
     http: actix_web::dev::ServerHandle,
+    influxdb: Option<Arc<InfluxWriter>>,
 }
 
 /// The server could not start.
@@ -64,6 +71,9 @@ pub enum ServeError {
     /// The Kafka source could not start.
     #[error(transparent)]
     Source(#[from] SourceError),
+    /// The InfluxDB writer could not start.
+    #[error(transparent)]
+    Influx(#[from] InfluxError),
     /// A socket could not be bound.
     #[error("binding {addr}: {source}")]
     Bind {
@@ -83,11 +93,17 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
             .and_then(|l| l.set_nonblocking(true).map(|()| l))
             .map_err(|source| ServeError::Bind { addr, source })
     };
+    let influxdb = match config.influxdb.enabled() {
+        true => Some(InfluxWriter::start(&config.influxdb, &config.store.data_dir)?),
+        false => None,
+    };
     let (pipeline, grpc_addr, grpc, source) = if config.kafka.enabled() {
-        let (pipeline, source) = start_kafka(config)?;
+        let (pipeline, source) = start_kafka(config, influxdb.clone())?;
         (pipeline, None, None, Some(source))
     } else {
-        let pipeline = Pipeline::start(config.pipeline_config()?)?;
+        let outputs = DurableOutputs { influxdb: influxdb.clone(), ..DurableOutputs::default() };
+        let pipeline = Pipeline::start_with(config.pipeline_config()?, StartOptions { outputs, ..Default::default() })?;
+        attach_influxdb(&pipeline, influxdb.as_ref());
         let (addr, grpc) = start_grpc(config, &pipeline, bind(config.listen.grpc)?)?;
         (pipeline, Some(addr), Some(grpc), None)
     };
@@ -109,11 +125,22 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
     });
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, store = %config.store.data_dir.display(),
         kafka = config.kafka.enabled(), "meshmon aggregator serving");
-    Ok(RunningServer { grpc_addr, http_addr, pipeline, grpc, source, http })
+    Ok(RunningServer { grpc_addr, http_addr, pipeline, grpc, source, http, influxdb })
+}
+
+/// Renders the writer's metrics on `/metrics` and lets it write `meshmon_self` points.
+fn attach_influxdb(pipeline: &Pipeline, influxdb: Option<&Arc<InfluxWriter>>) {
+    if let Some(w) = influxdb {
+        let _ = pipeline.metrics.influxdb.set(w.metrics());
+        w.attach_runtime_metrics(pipeline.metrics.clone());
+    }
 }
 
 /// Kafka mode: the pipeline restored from the last checkpoint, outputs, and the source.
-fn start_kafka(config: &AggregatorConfig) -> Result<(Pipeline, SourceHandle), ServeError> {
+fn start_kafka(
+    config: &AggregatorConfig,
+    influxdb: Option<Arc<InfluxWriter>>,
+) -> Result<(Pipeline, SourceHandle), ServeError> {
     config.kafka.validate().map_err(|e| ServeError::Config(ConfigFileError::Invalid(e.to_string())))?;
     let kafka_metrics = Arc::new(KafkaMetrics::default());
     let producer = Arc::new(OutputProducer::new(&config.kafka, kafka_metrics.clone())?);
@@ -131,11 +158,13 @@ fn start_kafka(config: &AggregatorConfig) -> Result<(Pipeline, SourceHandle), Se
         producer: Some(producer.clone()),
         checkpoints: Some(checkpoints),
         last_checkpoint_id: meta.as_ref().map_or(0, |m| m.id),
+        influxdb: influxdb.clone(),
     };
     let pipeline_config = config.pipeline_config()?;
     let tick_every = pipeline_config.tick_every;
     let pipeline = Pipeline::start_with(pipeline_config, StartOptions { restore, outputs, external_ticks: true })?;
     let _ = pipeline.metrics.kafka.set(kafka_metrics.clone());
+    attach_influxdb(&pipeline, influxdb.as_ref());
     let options = SourceOptions { kafka: config.kafka.clone(), checkpoint_every: config.checkpoint.every, tick_every };
     let source = source::start(
         options,
@@ -193,6 +222,7 @@ impl RunningServer {
                 Ok(()) => tracing::info!("kafka source stopped after a final checkpoint"),
                 Err(e) => tracing::error!(error = %e, "kafka source stopped with an error"),
             }
+            self.close_influxdb().await;
             self.http.stop(true).await;
             return;
         }
@@ -208,7 +238,18 @@ impl RunningServer {
             Ok(Err(e)) => tracing::error!(error = %e, "flush failed"),
             Err(e) => tracing::error!(error = %e, "router gone before flush"),
         }
+        self.close_influxdb().await;
         self.http.stop(true).await;
+    }
+
+    /// Gives the InfluxDB writer up to [`INFLUXDB_DRAIN`] to write what is queued.
+    async fn close_influxdb(&mut self) {
+        if let Some(w) = self.influxdb.take() {
+            let closed = tokio::task::spawn_blocking(move || w.close(INFLUXDB_DRAIN)).await;
+            if let Err(e) = closed {
+                tracing::error!(error = %e, "closing the influxdb writer");
+            }
+        }
     }
 }
 

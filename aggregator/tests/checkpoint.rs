@@ -17,7 +17,6 @@
 //! round-trips. Cases: `MESHMON_CHECKPOINT_CASES` (default 2 000) for the main property.
 //!
 //! The 1 M-series size and speed measurement is `aggregator/examples/snapshot_profile.rs`.
-//! measures snapshot, encode, decode and restore time and size for 1 M series.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
@@ -31,38 +30,11 @@ use meshmon_aggregator::engine::{
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 
-const T0: Nanos = 1_000;
-const MAX_FUTURE: Nanos = 30;
+mod common;
+
+use common::stream::{MAX_FUTURE, Step, T0, make_record, step_strategy, window_strategy};
 
 // ---------------------------------------------------------------- generated streams
-
-#[derive(Debug, Clone)]
-struct GenRecord {
-    metric: u8,
-    cluster: u8,
-    node: u8,
-    tags: u8,
-    value: GenValue,
-    /// Event time relative to processing time.
-    offset: i64,
-    same_context: bool,
-    bad_tag: bool,
-}
-
-#[derive(Debug, Clone)]
-enum GenValue {
-    Float(i32),
-    Tenth(i32),
-    Decimal(i64),
-    Nan,
-}
-
-#[derive(Debug, Clone)]
-enum Step {
-    Batch { input: u8, agent: u8, advance: u8, records: Vec<GenRecord> },
-    Resend { back: u8, advance: u8 },
-    Tick { advance: u8 },
-}
 
 #[derive(Debug, Clone)]
 struct Scenario {
@@ -79,57 +51,6 @@ struct Scenario {
     shards_after: usize,
     steps: Vec<Step>,
     cut: prop::sample::Index,
-}
-
-fn window_strategy() -> impl Strategy<Value = WindowSpec> {
-    prop_oneof![
-        (1i64..12, 0i64..12).prop_map(|(size, off)| WindowSpec::Tumbling { size, offset: off % size }),
-        (1i64..5, 1i64..4, 0i64..12).prop_map(|(slide, k, off)| WindowSpec::Sliding {
-            size: slide * k,
-            slide,
-            offset: off % slide
-        }),
-        (2i64..7, 1i64..4, 0i64..12).prop_map(|(size, slide, off)| {
-            let slide = slide.min(size);
-            WindowSpec::Sliding { size, slide, offset: off % slide }
-        }),
-        (1i64..8).prop_map(|gap| WindowSpec::Session { gap }),
-    ]
-}
-
-fn record_strategy() -> impl Strategy<Value = GenRecord> {
-    let value = prop_oneof![
-        6 => (-40i32..40).prop_map(GenValue::Float),
-        2 => (-40i32..40).prop_map(GenValue::Tenth),
-        3 => (-3_000_000_000i64..3_000_000_000).prop_map(GenValue::Decimal),
-        1 => Just(GenValue::Nan),
-    ];
-    let offset = prop_oneof![
-        12 => -12i64..=2,
-        2 => -40i64..=-12,
-        1 => Just(MAX_FUTURE + 1),
-    ];
-    (0u8..20, 0u8..3, 0u8..4, 0u8..8, value, offset, prop::bool::weighted(0.6), prop::bool::weighted(0.03)).prop_map(
-        |(metric, cluster, node, tags, value, offset, same_context, bad_tag)| GenRecord {
-            metric,
-            cluster,
-            node,
-            tags,
-            value,
-            offset,
-            same_context,
-            bad_tag,
-        },
-    )
-}
-
-fn step_strategy() -> impl Strategy<Value = Step> {
-    prop_oneof![
-        8 => (0u8..3, 0u8..3, 0u8..4, prop::collection::vec(record_strategy(), 0..7))
-            .prop_map(|(input, agent, advance, records)| Step::Batch { input, agent, advance, records }),
-        1 => (0u8..6, 0u8..3).prop_map(|(back, advance)| Step::Resend { back, advance }),
-        2 => (0u8..12).prop_map(|advance| Step::Tick { advance }),
-    ]
 }
 
 fn scenario_strategy() -> impl Strategy<Value = Scenario> {
@@ -171,37 +92,6 @@ fn scenario_strategy() -> impl Strategy<Value = Scenario> {
                 }
             },
         )
-}
-
-fn make_record(g: &GenRecord, now: Nanos) -> Record {
-    let value = match g.value {
-        GenValue::Float(v) => Value::Float(f64::from(v) * 0.5),
-        GenValue::Tenth(v) => Value::Float(f64::from(v) * 0.1),
-        GenValue::Decimal(n) => Value::Decimal(i128::from(n)),
-        GenValue::Nan => Value::Float(f64::NAN),
-    };
-    let mut tags = Vec::new();
-    if g.tags & 1 != 0 {
-        tags.push(("env".to_string(), if g.node.is_multiple_of(2) { "prod" } else { "dev" }.to_string()));
-    }
-    if g.tags & 2 != 0 {
-        tags.push(("region".to_string(), format!("r{}", g.cluster % 2)));
-    }
-    if g.tags & 4 != 0 {
-        tags.push(("rack".to_string(), format!("k{}", g.node)));
-    }
-    if g.bad_tag {
-        tags.push(("note".to_string(), "two\nlines".to_string()));
-    }
-    Record {
-        // Five metrics, so series spread over shards and re-route when the shard count changes.
-        metric: if g.metric == 19 { String::new() } else { format!("m{}", g.metric % 5) },
-        value,
-        time: now.saturating_add(g.offset),
-        cluster: ["c0", "c1", ""][g.cluster as usize].to_string(),
-        node: format!("n{}", g.node),
-        tags,
-    }
 }
 
 fn config_of(sc: &Scenario) -> EngineConfig {
@@ -378,7 +268,7 @@ fn run(sc: &Scenario, coverage: &mut Coverage) {
                 seqs[*agent as usize] += 1;
                 let mut recs: Vec<Record> = Vec::new();
                 for g in records {
-                    let mut r = make_record(g, now);
+                    let mut r = make_record(g, now, 5);
                     if let Some(prev) = recs.last().filter(|_| g.same_context) {
                         (r.cluster, r.node, r.tags) = (prev.cluster.clone(), prev.node.clone(), prev.tags.clone());
                     }

@@ -5,6 +5,8 @@
 //! HTTP/1.1 client; polling with a deadline (tests wait for conditions, never for fixed
 //! times). Touches child processes, temp dirs and loopback sockets only.
 
+pub mod influxdb;
+pub mod oracle;
 pub mod tansu;
 
 pub use tansu::Tansu;

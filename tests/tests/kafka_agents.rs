@@ -14,16 +14,13 @@
 //! is the outage itself, during which the test pushes a chunk per agent every 250 ms.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use meshmon_proto::v1::Decimal;
-use meshmon_tests::{
-    KafkaAggregator, LogsOnFailure, Proc, Tansu, binary, get_json, http, path_str, prometheus_value, query_value,
-    wait_for,
-};
+use meshmon_tests::oracle::{self, Num, OracleRecord, check_aggregates, fleet_raw_records, metric, raw_id};
+use meshmon_tests::{KafkaAggregator, LogsOnFailure, Proc, Tansu, binary, http, path_str, wait_for};
 use serde_json::{Value as Json, json};
 
 const WINDOW_MS: i64 = 10_000;
@@ -111,11 +108,6 @@ fn push(agent: &Agent, records: &[Rec]) {
     assert_eq!(resp.status, 200, "agent push: {}", resp.text());
 }
 
-fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    let text = http("GET", addr, "/metrics", None).map(|r| r.text()).unwrap_or_default();
-    prometheus_value(&text, name)
-}
-
 /// Generates the records of chunk `chunk` for every agent: 20 records each, event times unique
 /// (agent in the last digit), shuffled by up to 3 s within the chunk.
 fn chunk(base: i64, chunk: i64) -> Vec<Vec<Rec>> {
@@ -146,111 +138,35 @@ fn chunk(base: i64, chunk: i64) -> Vec<Vec<Rec>> {
         .collect()
 }
 
-type Expected<'a> = BTreeMap<(String, String), BTreeMap<i64, Vec<&'a Rec>>>;
-
-fn expected_points(records: &[Rec]) -> Expected<'_> {
-    let mut out: Expected<'_> = BTreeMap::new();
-    for r in records {
-        let start = r.at.div_euclid(WINDOW_MS) * WINDOW_MS;
-        for key in ["fleet".to_string(), "cluster=kc".into(), format!("node={}", node(r.agent)), "tag:env=prod".into()]
-        {
-            out.entry((r.metric.to_string(), key)).or_default().entry(start).or_default().push(r);
+impl OracleRecord for Rec {
+    fn metric(&self) -> &str {
+        self.metric
+    }
+    fn dimension_keys(&self) -> Vec<String> {
+        vec!["fleet".into(), "cluster=kc".into(), format!("node={}", node(self.agent)), "tag:env=prod".into()]
+    }
+    fn at(&self) -> i64 {
+        self.at
+    }
+    fn value(&self) -> Num {
+        match self.value {
+            Ok(v) => Num::Double(v as f64),
+            Err(n) => Num::Decimal(n),
         }
     }
-    out
 }
 
-fn fold(records: &[&Rec]) -> BTreeMap<&'static str, Json> {
-    let count = records.len();
-    let last = records.iter().max_by_key(|r| r.at).unwrap();
-    let mut out = BTreeMap::new();
-    out.insert("count", json!(count));
-    out.insert("last_time", json!(last.at));
-    match last.value {
-        Ok(_) => {
-            let v: Vec<i64> = records.iter().map(|r| r.value.unwrap()).collect();
-            let sum: i64 = v.iter().sum();
-            out.insert("sum", json!(sum as f64));
-            out.insert("avg", json!(sum as f64 / count as f64));
-            out.insert("min", json!(*v.iter().min().unwrap() as f64));
-            out.insert("max", json!(*v.iter().max().unwrap() as f64));
-            out.insert("last", json!(last.value.unwrap() as f64));
-        }
-        Err(_) => {
-            let v: Vec<i128> = records.iter().map(|r| r.value.unwrap_err()).collect();
-            let text = |n: i128| json!(Decimal::from_nano_units(n).unwrap().to_string());
-            let sum: i128 = v.iter().sum();
-            let n = count as i128;
-            let (q, rem) = (sum / n, sum % n);
-            out.insert("sum", text(sum));
-            out.insert("avg", text(if 2 * rem.abs() >= n { q + sum.signum() } else { q }));
-            out.insert("min", text(*v.iter().min().unwrap()));
-            out.insert("max", text(*v.iter().max().unwrap()));
-            out.insert("last", text(last.value.unwrap_err()));
-        }
-    }
-    out
-}
-
-fn check(addr: SocketAddr, expected: &Expected<'_>, from: i64, to: i64) -> Result<(), String> {
-    for ((metric, key), points) in expected {
-        let path = format!(
-            "/api/aggregates?metric={}&dimension={}&from={from}&to={to}",
-            query_value(metric),
-            query_value(key)
-        );
-        let got = get_json(addr, &path)?["points"].as_array().cloned().unwrap_or_default();
-        let starts: Vec<i64> = got.iter().filter_map(|p| p["start"].as_i64()).collect();
-        let want: Vec<i64> = points.keys().copied().collect();
-        if starts != want {
-            return Err(format!("{metric} {{{key}}}: starts {starts:?}, expected {want:?}"));
-        }
-        for (p, (start, recs)) in got.iter().zip(points) {
-            for (field, w) in fold(recs) {
-                let same = match (&p[field], &w) {
-                    (Json::Number(a), Json::Number(b)) => a.as_f64() == b.as_f64(),
-                    (a, b) => a == b,
-                };
-                if !same {
-                    return Err(format!("{metric} {{{key}}} @{start}: {field} = {}, expected {w}", p[field]));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-/// (time, value text) of every raw record behind the fleet points, sorted; fails on an
-/// identity seen twice.
-fn raw_rows(addr: SocketAddr, expected: &Expected<'_>) -> Result<Vec<(i64, String)>, String> {
+/// (time, value) of every raw record behind the fleet points, sorted; fails on an identity
+/// seen twice.
+fn raw_rows(addr: SocketAddr, expected: &oracle::Expected<'_, Rec>) -> Result<Vec<(i64, String)>, String> {
     let mut ids = std::collections::BTreeSet::new();
     let mut rows = Vec::new();
-    for ((metric, key), points) in expected {
-        if key != "fleet" {
-            continue;
+    for r in fleet_raw_records(addr, expected)? {
+        let id = raw_id(&r);
+        if !ids.insert(id.clone()) {
+            return Err(format!("raw record {id:?} twice"));
         }
-        for start in points.keys() {
-            let mut token = String::new();
-            loop {
-                let mut path =
-                    format!("/api/raw?metric={}&dimension=fleet&start={start}&page_size=1000", query_value(metric));
-                if !token.is_empty() {
-                    path.push_str(&format!("&page_token={}", query_value(&token)));
-                }
-                let body = get_json(addr, &path)?;
-                for r in body["records"].as_array().ok_or("no records")? {
-                    let id = (r["agent"].to_string(), r["sequence"].as_u64(), r["index"].as_u64());
-                    if !ids.insert(id.clone()) {
-                        return Err(format!("raw record {id:?} twice"));
-                    }
-                    rows.push((r["time"].as_i64().unwrap_or_default(), r["value"].to_string()));
-                }
-                match body["next_page_token"].as_str() {
-                    Some(t) if !t.is_empty() => token = t.to_string(),
-                    _ => break,
-                }
-            }
-        }
+        rows.push((r["time"].as_i64().unwrap_or_default(), r["value"].to_string()));
     }
     rows.sort();
     Ok(rows)
@@ -353,16 +269,17 @@ every = "500ms"
         push(a, &[marker(i, close_at + 1_000_000 + i as i64)]);
     }
 
-    let expected = expected_points(&sent);
+    let expected = oracle::expected_points(&sent, WINDOW_MS);
     let (from, to) = (base - 60_000, close_at);
     let mut last = String::new();
-    let matched = wait_for("aggregates equal to the oracle", TIMEOUT, || match check(agg.http, &expected, from, to) {
-        Ok(()) => Some(()),
-        Err(e) => {
-            last = e;
-            None
-        }
-    });
+    let matched =
+        wait_for("aggregates equal to the oracle", TIMEOUT, || match check_aggregates(agg.http, &expected, from, to) {
+            Ok(()) => Some(()),
+            Err(e) => {
+                last = e;
+                None
+            }
+        });
     assert!(matched.is_ok(), "aggregates never matched the oracle; last difference: {last}");
     wait_for("the late records counted", TIMEOUT, || {
         (metric(agg.http, "meshmon_records_late_total")? >= 10.0).then_some(())
@@ -376,7 +293,7 @@ every = "500ms"
         .map(|r| {
             let v = match r.value {
                 Ok(v) => json!(v as f64).to_string(),
-                Err(n) => json!(Decimal::from_nano_units(n).unwrap().to_string()).to_string(),
+                Err(n) => oracle::decimal_text(n).to_string(),
             };
             (r.at, v)
         })

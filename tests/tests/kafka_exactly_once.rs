@@ -25,12 +25,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use meshmon_proto::nanos_to_timestamp;
 use meshmon_proto::prost::Message as _;
 use meshmon_proto::v1::{self, Decimal, RecordBatch};
-use meshmon_tests::{KafkaAggregator, LogsOnFailure, Tansu, get_json, http, prometheus_value, query_value, wait_for};
+use meshmon_tests::oracle::{
+    self, Num, OracleRecord, check_aggregates, fleet_raw_records, metric, metrics_text, points, raw_id,
+};
+use meshmon_tests::{KafkaAggregator, LogsOnFailure, Tansu, prometheus_value, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use serde_json::{Value as Json, json};
 
 const WINDOW_MS: i64 = 10_000;
 const OUT_OF_ORDERNESS_MS: i64 = 2_000;
@@ -176,140 +178,45 @@ fn produce(p: &BaseProducer, topic: &str, batches: &[Vec<Rec>]) {
 
 // ------------------------------------------------------------------ the oracle
 
-fn dimension_keys(r: &Rec) -> [String; 4] {
-    ["fleet".into(), format!("cluster={}", r.cluster), format!("node={}", r.node), format!("tag:env={}", r.env)]
+impl OracleRecord for Rec {
+    fn metric(&self) -> &str {
+        self.metric
+    }
+    fn dimension_keys(&self) -> Vec<String> {
+        vec![
+            "fleet".into(),
+            format!("cluster={}", self.cluster),
+            format!("node={}", self.node),
+            format!("tag:env={}", self.env),
+        ]
+    }
+    fn at(&self) -> i64 {
+        self.at
+    }
+    fn value(&self) -> Num {
+        match self.value {
+            Val::F(v) => Num::Double(v as f64),
+            Val::Dec(n) => Num::Decimal(n),
+        }
+    }
+    fn id(&self) -> (String, u64, u32) {
+        (self.agent.clone(), self.sequence, self.index)
+    }
 }
 
-type Expected<'a> = BTreeMap<(String, String), BTreeMap<i64, Vec<&'a Rec>>>;
+type Expected<'a> = oracle::Expected<'a, Rec>;
 
 fn expected_points(records: &[Rec]) -> Expected<'_> {
-    let mut out: Expected<'_> = BTreeMap::new();
-    for r in records {
-        let start = r.at.div_euclid(WINDOW_MS) * WINDOW_MS;
-        for key in dimension_keys(r) {
-            out.entry((r.metric.to_string(), key)).or_default().entry(start).or_default().push(r);
-        }
-    }
-    out
-}
-
-/// count, sum, avg, min, max, last as the API shows them.
-fn fold(records: &[&Rec]) -> BTreeMap<&'static str, Json> {
-    let count = records.len();
-    let last = records
-        .iter()
-        .max_by(|a, b| (a.at, &a.agent, a.sequence, a.index).cmp(&(b.at, &b.agent, b.sequence, b.index)))
-        .unwrap();
-    let mut out = BTreeMap::new();
-    out.insert("count", json!(count));
-    out.insert("last_time", json!(last.at));
-    match last.value {
-        Val::Dec(_) => {
-            let nanos: Vec<i128> =
-                records.iter().map(|r| if let Val::Dec(n) = r.value { n } else { panic!("mixed") }).collect();
-            let text = |n: i128| json!(Decimal::from_nano_units(n).unwrap().to_string());
-            let sum: i128 = nanos.iter().sum();
-            let n = count as i128;
-            let (q, rem) = (sum / n, sum % n);
-            let avg = if 2 * rem.abs() >= n { q + sum.signum() } else { q };
-            out.insert("sum", text(sum));
-            out.insert("avg", text(avg));
-            out.insert("min", text(*nanos.iter().min().unwrap()));
-            out.insert("max", text(*nanos.iter().max().unwrap()));
-            out.insert("last", if let Val::Dec(n) = last.value { text(n) } else { unreachable!() });
-        }
-        Val::F(_) => {
-            let values: Vec<i64> =
-                records.iter().map(|r| if let Val::F(v) = r.value { v } else { panic!("mixed") }).collect();
-            let sum: i64 = values.iter().sum();
-            out.insert("sum", json!(sum as f64));
-            out.insert("avg", json!(sum as f64 / count as f64));
-            out.insert("min", json!(*values.iter().min().unwrap() as f64));
-            out.insert("max", json!(*values.iter().max().unwrap() as f64));
-            out.insert("last", json!(if let Val::F(v) = last.value { v as f64 } else { unreachable!() }));
-        }
-    }
-    out
-}
-
-fn same(a: &Json, b: &Json) -> bool {
-    match (a, b) {
-        (Json::Number(x), Json::Number(y)) => x.as_f64() == y.as_f64(),
-        _ => a == b,
-    }
-}
-
-// ------------------------------------------------------------------ API reads
-
-fn metrics_text(addr: SocketAddr) -> String {
-    http("GET", addr, "/metrics", None).map(|r| r.text()).unwrap_or_default()
-}
-
-fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    prometheus_value(&metrics_text(addr), name)
-}
-
-fn aggregates(addr: SocketAddr, metric: &str, key: &str, from: i64, to: i64) -> Result<Vec<Json>, String> {
-    let path =
-        format!("/api/aggregates?metric={}&dimension={}&from={from}&to={to}", query_value(metric), query_value(key));
-    let body = get_json(addr, &path)?;
-    body["points"].as_array().cloned().ok_or_else(|| format!("no points array in {body}"))
-}
-
-fn check_aggregates(addr: SocketAddr, expected: &Expected<'_>, from: i64, to: i64) -> Result<(), String> {
-    for ((metric, key), points) in expected {
-        let got = aggregates(addr, metric, key, from, to)?;
-        let got_starts: Vec<i64> = got.iter().filter_map(|p| p["start"].as_i64()).collect();
-        let want_starts: Vec<i64> = points.keys().copied().collect();
-        if got_starts != want_starts {
-            return Err(format!("{metric} {{{key}}}: point starts {got_starts:?}, expected {want_starts:?}"));
-        }
-        for (p, (start, records)) in got.iter().zip(points) {
-            let want = fold(records);
-            for (field, w) in &want {
-                if !same(&p[*field], w) {
-                    return Err(format!(
-                        "{metric} {{{key}}} @{start}: {field} = {}, expected {w}; point {p}, expected {want:?}",
-                        p[*field]
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    oracle::expected_points(records, WINDOW_MS)
 }
 
 /// Every raw record behind every fleet point, as (agent, sequence, index); fails on a repeat.
 fn raw_identities(addr: SocketAddr, expected: &Expected<'_>) -> Result<BTreeSet<(String, u64, u32)>, String> {
     let mut all = BTreeSet::new();
-    for ((metric, key), points) in expected {
-        if key != "fleet" {
-            continue;
-        }
-        for start in points.keys() {
-            let mut token: Option<String> = None;
-            loop {
-                let mut path =
-                    format!("/api/raw?metric={}&dimension=fleet&start={start}&page_size=1000", query_value(metric));
-                if let Some(t) = &token {
-                    path.push_str(&format!("&page_token={}", query_value(t)));
-                }
-                let body = get_json(addr, &path)?;
-                for r in body["records"].as_array().ok_or("no records")? {
-                    let id = (
-                        r["agent"].as_str().unwrap_or_default().to_string(),
-                        r["sequence"].as_u64().unwrap_or_default(),
-                        r["index"].as_u64().unwrap_or_default() as u32,
-                    );
-                    if !all.insert(id.clone()) {
-                        return Err(format!("raw record {id:?} returned twice"));
-                    }
-                }
-                match body["next_page_token"].as_str() {
-                    Some(t) if !t.is_empty() => token = Some(t.to_string()),
-                    _ => break,
-                }
-            }
+    for r in fleet_raw_records(addr, expected)? {
+        let id = raw_id(&r);
+        if !all.insert(id.clone()) {
+            return Err(format!("raw record {id:?} returned twice"));
         }
     }
     Ok(all)
@@ -571,7 +478,7 @@ fn garbage_goes_to_the_dead_letter_topic_and_the_pipeline_keeps_running() {
     })
     .unwrap();
     wait_for("the first window aggregated", TIMEOUT, || {
-        let points = aggregates(agg.http, "k.ops", "fleet", base - 10_000, base + 20_000).ok()?;
+        let points = points(agg.http, "k.ops", "fleet", base - 10_000, base + 20_000).ok()?;
         (points.first()?["count"].as_u64()? == 2).then_some(())
     })
     .unwrap();

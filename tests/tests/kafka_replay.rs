@@ -9,9 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use meshmon_proto::nanos_to_timestamp;
 use meshmon_proto::prost::Message as _;
 use meshmon_proto::v1::{self, RecordBatch};
-use meshmon_tests::{
-    Aggregator, KafkaAggregator, LogsOnFailure, Tansu, binary, get_json, path_str, query_value, wait_for,
-};
+use meshmon_tests::{Aggregator, KafkaAggregator, LogsOnFailure, Tansu, binary, get_json, oracle, path_str, wait_for};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use serde_json::Value as Json;
@@ -35,9 +33,7 @@ fn rfc3339(ms: i64) -> String {
 }
 
 fn points(addr: std::net::SocketAddr, metric: &str, key: &str, from: i64, to: i64) -> Vec<Json> {
-    let path =
-        format!("/api/aggregates?metric={}&dimension={}&from={from}&to={to}", query_value(metric), query_value(key));
-    get_json(addr, &path).unwrap()["points"].as_array().cloned().unwrap_or_default()
+    oracle::points(addr, metric, key, from, to).unwrap()
 }
 
 #[test]

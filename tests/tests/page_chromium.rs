@@ -6,7 +6,9 @@
 //! test checks that the charts render with a time axis that spans the returned points, that
 //! clicking a point opens a drill-down with exactly the point's count of raw rows (for the
 //! fleet and for the hostile node's dimension, whose key goes through the page's URL
-//! encoding), and it saves a screenshot under the cargo target dir (path printed).
+//! encoding), that a Grafana data link (the fleet overview dashboard's, `/?metric=&dimension=&
+//! window=&start=`) opens the drill-down of its window, and it saves a screenshot under the cargo
+//! target dir (path printed).
 //!
 //! Chromium is required, not optional: without it the test fails and says how to install it
 //! (Debian package `chromium`; `.ci/run` installs it). Set `CHROMIUM` to use another binary.
@@ -238,6 +240,23 @@ fn drill(cdp: &mut Cdp, start: i64) -> Json {
     .unwrap()
 }
 
+/// The drill-down URL of the point at `start` of `dimension`, from the data link of the fleet
+/// overview dashboard's main panel (dashboards/json/fleet-overview.json), interpolated the way
+/// Grafana does it for that point's series (labels metric, dimension, window).
+fn deep_link(aggregator_url: &str, dimension: &str, start: i64) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../dashboards/json/fleet-overview.json");
+    let dash: Json = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let template = dash["panels"][0]["fieldConfig"]["defaults"]["links"][0]["url"].as_str().unwrap();
+    let url = template
+        .replace("${aggregator_url}", aggregator_url)
+        .replace("${__field.labels.metric:percentencode}", &query_value(METRIC))
+        .replace("${__field.labels.dimension:percentencode}", &query_value(dimension))
+        .replace("${__field.labels.window:percentencode}", &query_value("tumbling:10s"))
+        .replace("${__value.time}", &start.to_string());
+    assert!(!url.contains("${"), "data link variables this test does not fill: {url}");
+    url
+}
+
 #[test]
 fn page_renders_drills_down_and_shows_markup_as_text() {
     let chromium_bin = chromium(); // fail first, and clearly, without a browser
@@ -326,6 +345,30 @@ fn page_renders_drills_down_and_shows_markup_as_text() {
     assert_eq!(shown["nodes"], json!([HOSTILE_NODE, HOSTILE_NODE]), "{shown}");
     assert_eq!(shown["values"], json!(["0.1", "12.5"]), "{shown}");
     assert_eq!((&shown["injected"], &shown["pwned"]), (&json!(0), &json!("undefined")), "{shown}");
+
+    // A Grafana data link (the fleet overview's, interpolated as Grafana does for the hostile
+    // node's second point) opens the page on that metric, dimension and window's drill-down.
+    let link = deep_link(&format!("http://{api}"), HOSTILE_NODE_KEY, base + 10_000);
+    cdp.call("Page.navigate", json!({ "url": link })).unwrap();
+    let opened = format!(
+        "(() => {{ const s = document.getElementById('raw-summary'); \
+         if (location.search !== '' || !location.hash.includes('start={}') || s.getAttribute('data-complete') !== 'true') return null; \
+         return {{ metric: document.getElementById('metric').value, dimension: document.getElementById('dimension').value, \
+           rows: document.querySelectorAll('#raw-table tbody tr').length, records: s.getAttribute('data-records'), \
+           point_count: s.getAttribute('data-point-count'), panel_hidden: document.getElementById('raw-panel').hidden, \
+           selected: [...document.querySelectorAll('svg .point.selected')].map(c => c.getAttribute('data-start')), \
+           error_hidden: document.getElementById('error').hidden, pwned: typeof window.__pwned }}; }})()",
+        base + 10_000
+    );
+    let shown = cdp.wait("the deep link's drill-down", &opened, |v| v.is_object());
+    assert_eq!((&shown["metric"], &shown["dimension"]), (&json!(METRIC), &json!(HOSTILE_NODE_KEY)), "{link}: {shown}");
+    assert_eq!(
+        (&shown["rows"], &shown["records"], &shown["point_count"], &shown["panel_hidden"]),
+        (&json!(1), &json!("1"), &json!("1"), &json!(false)),
+        "{link}: {shown}"
+    );
+    assert_eq!(shown["selected"].as_array().map(Vec::len), Some(6), "the point in each chart: {shown}");
+    assert_eq!((&shown["error_hidden"], &shown["pwned"]), (&json!(true), &json!("undefined")), "{shown}");
 
     // A screenshot of the page with the drill-down open, kept under the target dir.
     let shot = cdp.call("Page.captureScreenshot", json!({ "format": "png" })).unwrap();

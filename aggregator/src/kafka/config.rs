@@ -145,9 +145,15 @@ impl KafkaSection {
 
     /// Properties shared by every client: brokers, extra properties and the password.
     pub fn client_config(&self) -> Result<ClientConfig, KafkaConfigError> {
+        self.client_config_for(Role::Any)
+    }
+
+    fn client_config_for(&self, role: Role) -> Result<ClientConfig, KafkaConfigError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.brokers);
-        for (k, v) in &self.properties {
+        // One `properties` table serves every client; settings of the other role are left out
+        // (librdkafka would warn about each).
+        for (k, v) in self.properties.iter().filter(|(k, _)| role.takes(k)) {
             c.set(k, v);
         }
         let password = match (&self.sasl_password_file, std::env::var(PASSWORD_ENV)) {
@@ -169,7 +175,7 @@ impl KafkaSection {
     /// The consumer's properties: the group, no auto-commit (offsets live in checkpoints),
     /// no auto offset store, and end-of-partition events (the merge needs to know caught-up).
     pub fn consumer_config(&self) -> Result<ClientConfig, KafkaConfigError> {
-        let mut c = self.client_config()?;
+        let mut c = self.client_config_for(Role::Consumer)?;
         c.set("group.id", &self.group_id)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -196,7 +202,7 @@ impl KafkaSection {
 
     /// The output producer's properties: idempotent, acks from all replicas, lz4.
     pub fn producer_config(&self) -> Result<ClientConfig, KafkaConfigError> {
-        let mut c = self.client_config()?;
+        let mut c = self.client_config_for(Role::Producer)?;
         for (k, v) in [("compression.type", "lz4"), ("linger.ms", "20")] {
             if !self.properties.contains_key(k) {
                 c.set(k, v);
@@ -206,5 +212,76 @@ impl KafkaSection {
         // in-sync replicas, without duplicates from retries.
         c.set("enable.idempotence", "true").set("acks", "all");
         Ok(c)
+    }
+}
+
+/// Which client a configuration is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Any,
+    Consumer,
+    Producer,
+}
+
+/// Property prefixes only consumers understand.
+const CONSUMER_ONLY: [&str; 12] = [
+    "group.",
+    "session.timeout.ms",
+    "heartbeat.interval.ms",
+    "partition.assignment.strategy",
+    "max.poll.interval.ms",
+    "auto.",
+    "enable.auto.",
+    "enable.partition.eof",
+    "fetch.",
+    "queued.",
+    "isolation.level",
+    "check.crcs",
+];
+
+/// Property prefixes only producers understand.
+const PRODUCER_ONLY: [&str; 11] = [
+    "acks",
+    "request.required.acks",
+    "linger.ms",
+    "queue.buffering.",
+    "batch.",
+    "compression.",
+    "enable.idempotence",
+    "message.timeout.ms",
+    "delivery.timeout.ms",
+    "retries",
+    "max.in.flight",
+];
+
+impl Role {
+    fn takes(self, key: &str) -> bool {
+        match self {
+            Role::Any => true,
+            Role::Consumer => !PRODUCER_ONLY.iter().any(|p| key.starts_with(p)),
+            Role::Producer => !CONSUMER_ONLY.iter().any(|p| key.starts_with(p)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn properties_go_to_the_clients_that_understand_them() {
+        let mut k = KafkaSection { brokers: "b:9092".into(), ..KafkaSection::default() };
+        k.properties.insert("session.timeout.ms".into(), "6000".into());
+        k.properties.insert("linger.ms".into(), "50".into());
+        k.properties.insert("socket.timeout.ms".into(), "9000".into());
+        let consumer = k.consumer_config().map_err(|e| e.to_string());
+        let producer = k.producer_config().map_err(|e| e.to_string());
+        let (Ok(consumer), Ok(producer)) = (consumer, producer) else { panic!("configs") };
+        assert_eq!(consumer.get("session.timeout.ms"), Some("6000"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(producer.get("linger.ms"), Some("50"));
+        assert_eq!(producer.get("session.timeout.ms"), None);
+        assert_eq!(producer.get("socket.timeout.ms"), Some("9000"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"), "not overridable");
     }
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use crate::engine::{EngineCounters, InvalidReason, Nanos};
 use crate::kafka::KafkaMetrics;
+use crate::sinks::influxdb::InfluxMetrics;
 
 /// Upper bounds (seconds) of the store write latency histogram.
 const LATENCY_BUCKETS: [f64; 10] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
@@ -45,6 +46,8 @@ pub struct RuntimeMetrics {
     store_latency_sum_micros: AtomicU64,
     /// Kafka source, output and checkpoint metrics (Kafka mode only).
     pub kafka: OnceLock<Arc<KafkaMetrics>>,
+    /// InfluxDB writer metrics (when `[influxdb]` is on).
+    pub influxdb: OnceLock<Arc<InfluxMetrics>>,
 }
 
 impl RuntimeMetrics {
@@ -64,6 +67,7 @@ impl RuntimeMetrics {
             store_latency_buckets: Default::default(),
             store_latency_sum_micros: AtomicU64::new(0),
             kafka: OnceLock::new(),
+            influxdb: OnceLock::new(),
         }
     }
 
@@ -118,6 +122,17 @@ impl RuntimeMetrics {
     /// The current global watermark.
     pub fn watermark(&self) -> Nanos {
         self.watermark.load(Ordering::Relaxed)
+    }
+
+    /// Store transactions that failed.
+    pub fn store_errors(&self) -> u64 {
+        self.store_errors.load(Ordering::Relaxed)
+    }
+
+    /// Processing time minus the watermark, once there is a watermark.
+    pub fn watermark_lag_seconds(&self) -> Option<f64> {
+        let wm = self.watermark();
+        (wm > Nanos::MIN).then(|| self.now.load(Ordering::Relaxed).saturating_sub(wm) as f64 / 1e9)
     }
 
     /// Prometheus text exposition format.
@@ -198,6 +213,9 @@ impl RuntimeMetrics {
         let _ = writeln!(out, "meshmon_store_write_seconds_sum {sum}\nmeshmon_store_write_seconds_count {writes}");
         if let Some(kafka) = self.kafka.get() {
             kafka.render(&mut out);
+        }
+        if let Some(influxdb) = self.influxdb.get() {
+            influxdb.render(&mut out);
         }
         out
     }

@@ -3,6 +3,8 @@
 //! Role: the only writer of the embedded store. Runs on a dedicated arbiter, so blocking redb
 //! commits never stall the shards' threads; shards await each `Persist`, which is how a slow
 //! store slows ingest down instead of losing data. Also enforces retention periodically.
+//! After each store write it hands the aggregate changes to the Kafka output producer and the
+//! InfluxDB writer (when configured); a checkpoint waits until both have written everything.
 //! Touches the store and the metrics.
 
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use super::metrics::RuntimeMetrics;
 use crate::checkpoint::{Checkpoint, CheckpointStore};
 use crate::engine::snapshot::{EngineSnapshot, SNAPSHOT_VERSION};
 use crate::kafka::OutputProducer;
+use crate::sinks::influxdb::InfluxWriter;
 use crate::store::EmbeddedStore;
 
 /// How long a checkpoint waits for Kafka output deliveries.
@@ -31,6 +34,8 @@ pub struct DurableOutputs {
     pub checkpoints: Option<CheckpointStore>,
     /// The id of the last checkpoint saved (restored from the file on start).
     pub last_checkpoint_id: u64,
+    /// Aggregate changes are also written to InfluxDB (any mode); checkpoints wait for it.
+    pub influxdb: Option<Arc<InfluxWriter>>,
 }
 
 /// Writes to the embedded store.
@@ -81,6 +86,10 @@ impl Handler<Persist> for StoreActor {
         if let Some(producer) = &self.outputs.producer {
             producer.send_aggregates(&batch.aggregates)?;
         }
+        if let Some(influxdb) = &self.outputs.influxdb {
+            // Blocks while the writer's queue is full: a slow InfluxDB slows ingest down.
+            influxdb.send_aggregates(&batch.aggregates);
+        }
         Ok(())
     }
 }
@@ -95,6 +104,12 @@ impl Handler<CommitCheckpoint> for StoreActor {
         self.metrics.store_mailbox.fetch_sub(1, Ordering::Relaxed);
         if let Some(producer) = &self.outputs.producer {
             producer.flush(OUTPUT_FLUSH_TIMEOUT)?;
+        }
+        if let Some(influxdb) = &self.outputs.influxdb {
+            // Everything queued so far reaches InfluxDB before the offsets move on: a crash
+            // replays from the previous checkpoint and rewrites identical points. Waits as long
+            // as InfluxDB is away (the writer retries; the source stalls meanwhile).
+            let _ = influxdb.flush(None);
         }
         let mut meta = msg.meta;
         meta.id = self.outputs.last_checkpoint_id + 1;

@@ -192,9 +192,10 @@ impl Ord for Pending {
     }
 }
 
-/// The filter of one drill-down.
+/// The filter of one drill-down. Pure (no redb): the HBase store (`store/hbase/`) applies the
+/// same filter to the rows its Thrift scans return.
 #[derive(Debug)]
-struct Filter {
+pub(crate) struct Filter {
     window: Window,
     /// A row counts iff its arrival watermark is below this (`window.end + lateness`).
     late_at: Nanos,
@@ -202,31 +203,60 @@ struct Filter {
 }
 
 impl Filter {
+    /// The filter of drill-down `q`.
+    pub(crate) fn new(q: &DrillDown) -> Filter {
+        Filter {
+            window: q.window,
+            late_at: q.window.end.saturating_add(q.allowed_lateness),
+            matcher: Matcher::new(&q.dimension),
+        }
+    }
+
+    /// True when no record can match (conflicting or empty dimension fields, empty window).
+    pub(crate) fn matches_nothing(&self) -> bool {
+        self.matcher.never || self.window.start >= self.window.end
+    }
+
+    /// The cluster and the node every matching record has, when the dimension fixes them.
+    pub(crate) fn cluster_node(&self) -> (Option<&str>, Option<&str>) {
+        (self.matcher.cluster.as_deref(), self.matcher.node.as_deref())
+    }
+
+    /// The unsalted key and the record of one stored raw row, if it passes the filter.
+    pub(crate) fn accept(
+        &self,
+        key_bytes: &[u8],
+        value_bytes: &[u8],
+    ) -> Result<Option<(Vec<u8>, RawRecordView)>, StoreError> {
+        let time = RawRowKey::decode_time(key_bytes).map_err(corrupt_key("raw"))?;
+        if time < self.window.start || time >= self.window.end {
+            return Ok(None);
+        }
+        if RawRowValue::decode_watermark(value_bytes).map_err(corrupt_value("raw"))? >= self.late_at {
+            return Ok(None);
+        }
+        let key = RawRowKey::decode(key_bytes).map_err(corrupt_key("raw"))?;
+        let value = RawRowValue::decode(value_bytes).map_err(corrupt_value("raw"))?;
+        if !self.matcher.matches(&key, &value.tags) {
+            return Ok(None);
+        }
+        Ok(Some((RawRowKey::unsalted(key_bytes).to_vec(), value.into_view(key))))
+    }
+
     /// The next row of `rows` that passes the filter.
     fn next(&self, rows: &mut Rows<'_>, source: usize) -> Result<Option<Pending>, StoreError> {
         for item in rows {
             let (k, v) = item?;
-            let (key_bytes, value_bytes) = (k.value(), v.value());
-            let time = RawRowKey::decode_time(key_bytes).map_err(corrupt_key("raw"))?;
-            if time < self.window.start || time >= self.window.end {
-                continue;
+            if let Some((unsalted, view)) = self.accept(k.value(), v.value())? {
+                return Ok(Some(Pending { unsalted, source, view }));
             }
-            if RawRowValue::decode_watermark(value_bytes).map_err(corrupt_value("raw"))? >= self.late_at {
-                continue;
-            }
-            let key = RawRowKey::decode(key_bytes).map_err(corrupt_key("raw"))?;
-            let value = RawRowValue::decode(value_bytes).map_err(corrupt_value("raw"))?;
-            if !self.matcher.matches(&key, &value.tags) {
-                continue;
-            }
-            let unsalted = RawRowKey::unsalted(key_bytes).to_vec();
-            return Ok(Some(Pending { unsalted, source, view: value.into_view(key) }));
         }
         Ok(None)
     }
 }
 
-fn encode_token(unsalted: &[u8]) -> String {
+/// The page token resuming after the record with this unsalted key.
+pub(crate) fn encode_token(unsalted: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(2 + 2 * unsalted.len());
     for &b in std::iter::once(&TOKEN_V1).chain(unsalted) {
@@ -237,7 +267,7 @@ fn encode_token(unsalted: &[u8]) -> String {
 }
 
 /// The unsalted key and the bucket a token resumes after, checked against the query.
-fn decode_token(token: &str, q: &DrillDown) -> Result<(Vec<u8>, Nanos), StoreError> {
+pub(crate) fn decode_token(token: &str, q: &DrillDown) -> Result<(Vec<u8>, Nanos), StoreError> {
     let bad = |why: &str| StoreError::InvalidPageToken(why.to_owned());
     let digit = |c: u8| char::from(c).to_digit(16).map(|d| d as u8).ok_or_else(|| bad("not hex"));
     let hex = token.as_bytes();
@@ -269,13 +299,9 @@ pub(crate) fn drill_down(
 ) -> Result<RawPage, StoreError> {
     let page_size = page_size.clamp(1, MAX_PAGE_SIZE);
     let resume = page_token.map(|t| decode_token(t, q)).transpose()?;
-    let filter = Filter {
-        window: q.window,
-        late_at: q.window.end.saturating_add(q.allowed_lateness),
-        matcher: Matcher::new(&q.dimension),
-    };
+    let filter = Filter::new(q);
     let mut out: Vec<Pending> = Vec::new();
-    if filter.matcher.never || q.window.start >= q.window.end {
+    if filter.matches_nothing() {
         return Ok(RawPage { records: Vec::new(), next_page_token: None });
     }
     let sources = sources(txn, layout, &q.metric, &filter.matcher)?;

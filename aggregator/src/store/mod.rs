@@ -13,6 +13,7 @@ mod config;
 mod drilldown;
 mod embedded;
 mod error;
+pub mod hbase;
 pub mod keybytes;
 pub mod keys;
 mod retention;

@@ -10,7 +10,11 @@
 // setters, never parsed as HTML — so markup inside data is shown as text.
 //
 // State lives in the URL hash (#metric=…&dimension=…&range=…&start=…&end=…) so views can be
-// linked; with start (and end) the drill-down of that point opens.
+// linked; with start (and end) the drill-down of that point opens. Deep links from elsewhere
+// (Grafana's data links, dashboards/) use the query string instead:
+// /?metric=…&dimension=…&start=<window start, ms>[&end=…][&window=<spec>]; on load they select
+// the metric and dimension, widen the range to show the point, open the drill-down of the window
+// starting at (or, failing that, containing) start, and are then rewritten into the hash.
 "use strict";
 
 (function () {
@@ -136,6 +140,13 @@
     return new URLSearchParams(location.hash.replace(/^#/, ""));
   }
 
+  // The state to start from: a deep link's query string (?metric=…&dimension=…&start=…) wins
+  // over the hash; writeHash() then drops the query string, so a reload keeps the hash state.
+  function readLink() {
+    const q = new URLSearchParams(location.search);
+    return q.has("metric") || q.has("dimension") || q.has("start") ? q : readHash();
+  }
+
   function writeHash() {
     const h = new URLSearchParams();
     if (ui.metric.value) h.set("metric", ui.metric.value);
@@ -145,7 +156,7 @@
       h.set("start", String(state.selected.start));
       h.set("end", String(state.selected.end));
     }
-    history.replaceState(null, "", "#" + h.toString());
+    history.replaceState(null, "", location.pathname + "#" + h.toString());
   }
 
   // ------------------------------------------------------------------ drop-downs
@@ -489,24 +500,43 @@
   ui.rawClose.addEventListener("click", closeDrill);
   document.getElementById("controls").addEventListener("submit", (e) => e.preventDefault());
 
+  // The smallest range option that shows a point starting at `start` (the largest if none does).
+  function widenRangeFor(start) {
+    const end = state.watermark !== null ? state.watermark : Date.now();
+    if (Number(ui.range.value) >= end + 1 - start) return;
+    const options = [...ui.range.options].map((o) => Number(o.value)).sort((a, b) => a - b);
+    const fits = options.find((r) => r >= end + 1 - start);
+    ui.range.value = String(fits !== undefined ? fits : options[options.length - 1]);
+  }
+
   async function start() {
-    const h = readHash();
+    const h = readLink();
     if (h.get("range") && [...ui.range.options].some((o) => o.value === h.get("range"))) ui.range.value = h.get("range");
+    const startText = h.get("start");
+    const s = startText !== null && startText.trim() !== "" ? Number(startText) : NaN;
     try {
       state.config = await api("/api/config");
       ui.windowInfo.textContent =
         "window " + state.config.window + " · allowed lateness " + fmtDuration(state.config.allowed_lateness_ms);
       await loadHealth();
+      if (Number.isFinite(s) && !h.get("range")) widenRangeFor(s);
       await loadMetrics(h.get("metric"));
       await loadDimensions(h.get("dimension"));
       await loadAggregates();
       ui.refreshInfo.textContent = "updated " + fmtClock(Date.now(), false);
       writeHash();
       showError(null);
-      const s = Number(h.get("start"));
-      if (h.get("start") !== null && Number.isFinite(s)) {
-        const p = state.points.find((q) => q.start === s);
-        const e = Number(h.get("end"));
+      const wanted = h.get("window");
+      if (wanted && wanted !== state.config.window) {
+        showError("this link is for " + wanted + " windows; this aggregator computes " + state.config.window + " windows");
+      } else if (h.get("metric") && ui.metric.value !== h.get("metric")) {
+        showError("metric " + h.get("metric") + " is not stored here");
+      } else if (h.get("dimension") && ui.dimension.value !== h.get("dimension")) {
+        showError("dimension " + h.get("dimension") + " of " + ui.metric.value + " is not stored here");
+      } else if (Number.isFinite(s)) {
+        // The window starting at start; a rolled-up graph point (a time bucket) may start inside one.
+        const p = state.points.find((q) => q.start === s) || state.points.find((q) => q.start <= s && s < q.end);
+        const e = h.get("end") ? Number(h.get("end")) : NaN;
         openDrill(p || { start: s, end: Number.isFinite(e) ? e : undefined, count: undefined });
       }
     } catch (err) {
