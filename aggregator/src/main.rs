@@ -40,7 +40,14 @@ enum Command {
     ///
     /// Settings come from --config (TOML; see aggregator/meshmon.example.toml), then the
     /// environment (MESHMON_GRPC_LISTEN, MESHMON_HTTP_LISTEN, MESHMON_DATA_DIR, MESHMON_WINDOW,
-    /// MESHMON_SHARDS, MESHMON_RETENTION), then these flags.
+    /// MESHMON_SHARDS, MESHMON_RETENTION, MESHMON_KAFKA_BROKERS, MESHMON_KAFKA_INPUT_TOPIC,
+    /// MESHMON_KAFKA_GROUP_ID), then these flags. Secrets only from the environment or files:
+    /// MESHMON_KAFKA_SASL_PASSWORD or kafka.sasl_password_file, MESHMON_INFLUXDB_TOKEN or
+    /// influxdb.token_file.
+    ///
+    /// With [kafka] brokers set, the input is the Kafka topic instead of gRPC ingest, with window
+    /// state and offsets checkpointed to checkpoint.path (docs/KAFKA.md). With [influxdb] url
+    /// set, aggregates are also written to InfluxDB (docs/INFLUXDB.md).
     Serve(ServeArgs),
     /// One command, whole pipeline: the aggregator on embedded defaults, an in-process agent
     /// with the system plugin, and a synthetic shop app pushing business metrics; prints the

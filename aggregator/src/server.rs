@@ -4,17 +4,18 @@
 //! starts the [`Pipeline`] and its input — in embedded mode `meshmon.v1.Ingest` on the gRPC
 //! address; in Kafka mode (`kafka.brokers` set) the Kafka source, restored from the last
 //! checkpoint, with no gRPC ingest (a batch acked over gRPC would not be in any checkpoint) —
-//! and the JSON API, `/metrics` and the built-in page on the HTTP address. Stops gracefully:
-//! no new batches; embedded mode makes every shard write what it collected, Kafka mode takes a
-//! final checkpoint; then the InfluxDB writer (when `[influxdb]` is on) gets
-//! [`INFLUXDB_DRAIN`] to write what is queued, and the servers close. Must run inside an actix
-//! system. Touches the sockets, the store and checkpoint files and the Kafka and InfluxDB
-//! connections (through its parts).
+//! the `meshmon.v1.Query` drill-down service on the gRPC address (both modes), and the JSON API, `/metrics`
+//! and the built-in page on the HTTP address. Stops gracefully: no new batches; embedded mode
+//! makes every shard write what it collected, Kafka mode takes a final checkpoint; then the
+//! InfluxDB writer (when `[influxdb]` is on) gets [`INFLUXDB_DRAIN`] to write what is queued,
+//! and the servers close. Must run inside an actix system. Touches the sockets, the store and
+//! checkpoint files and the Kafka and InfluxDB connections (through its parts).
 
 use std::net::SocketAddr;
 
 use actix_web::{App, HttpServer, web};
 use meshmon_proto::v1::ingest_server::IngestServer;
+use meshmon_proto::v1::query_server::QueryServer;
 use tokio::sync::oneshot;
 
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use crate::http::{HttpState, configure};
 use crate::kafka::source::{self, SourceOptions};
 use crate::kafka::{KafkaMetrics, OutputError, OutputProducer, SourceError, SourceHandle};
 use crate::runtime::messages::Flush;
+use crate::runtime::query::QueryService;
 use crate::runtime::{DurableOutputs, Pipeline, StartError, StartOptions};
 use crate::sinks::influxdb::{InfluxError, InfluxWriter};
 
@@ -40,6 +42,9 @@ pub const GRPC_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
 pub struct RunningServer {
     /// Where agents push (gRPC); `None` in Kafka mode.
     pub grpc_addr: Option<SocketAddr>,
+    /// Where `meshmon.v1.Query` is served (the gRPC address; in Kafka mode `None` if it could
+    /// not be bound).
+    pub query_addr: Option<SocketAddr>,
     /// Where the API, `/metrics` and the page are served.
     pub http_addr: SocketAddr,
     /// The pipeline.
@@ -97,15 +102,20 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
         true => Some(InfluxWriter::start(&config.influxdb, &config.store.data_dir)?),
         false => None,
     };
-    let (pipeline, grpc_addr, grpc, source) = if config.kafka.enabled() {
+    let (pipeline, grpc_addr, query_addr, grpc, source) = if config.kafka.enabled() {
+        // Bound first: an unusable address fails the start before anything is consumed.
+        let listener = bind(config.listen.grpc)?;
         let (pipeline, source) = start_kafka(config, influxdb.clone())?;
-        (pipeline, None, None, Some(source))
+        let (addr, grpc) = start_grpc(config, &pipeline, listener, false)?;
+        tracing::info!(%addr, "meshmon aggregator: gRPC query service (meshmon.v1.Query)");
+        let (query_addr, grpc) = (Some(addr), Some(grpc));
+        (pipeline, None, query_addr, grpc, Some(source))
     } else {
         let outputs = DurableOutputs { influxdb: influxdb.clone(), ..DurableOutputs::default() };
         let pipeline = Pipeline::start_with(config.pipeline_config()?, StartOptions { outputs, ..Default::default() })?;
         attach_influxdb(&pipeline, influxdb.as_ref());
-        let (addr, grpc) = start_grpc(config, &pipeline, bind(config.listen.grpc)?)?;
-        (pipeline, Some(addr), Some(grpc), None)
+        let (addr, grpc) = start_grpc(config, &pipeline, bind(config.listen.grpc)?, true)?;
+        (pipeline, Some(addr), Some(addr), Some(grpc), None)
     };
 
     let http_std = bind(config.listen.http)?;
@@ -125,7 +135,7 @@ pub async fn start(config: &AggregatorConfig) -> Result<RunningServer, ServeErro
     });
     tracing::info!(grpc_addr = ?grpc_addr, %http_addr, store = %config.store.data_dir.display(),
         kafka = config.kafka.enabled(), "meshmon aggregator serving");
-    Ok(RunningServer { grpc_addr, http_addr, pipeline, grpc, source, http, influxdb })
+    Ok(RunningServer { grpc_addr, query_addr, http_addr, pipeline, grpc, source, http, influxdb })
 }
 
 /// Renders the writer's metrics on `/metrics` and lets it write `meshmon_self` points.
@@ -179,23 +189,27 @@ fn start_kafka(
 
 type GrpcServer = (oneshot::Sender<()>, tokio::task::JoinHandle<()>);
 
-/// Embedded mode: `meshmon.v1.Ingest` on `grpc_std`.
+/// `meshmon.v1.Query` on `grpc_std`, and `meshmon.v1.Ingest` when `ingest` (embedded mode).
 fn start_grpc(
     config: &AggregatorConfig,
     pipeline: &Pipeline,
     grpc_std: std::net::TcpListener,
+    ingest: bool,
 ) -> Result<(SocketAddr, GrpcServer), ServeError> {
     let grpc_addr = grpc_std.local_addr().map_err(|source| ServeError::Bind { addr: config.listen.grpc, source })?;
     let grpc_listener = tokio::net::TcpListener::from_std(grpc_std)
         .map_err(|source| ServeError::Bind { addr: config.listen.grpc, source })?;
     let (grpc_stop, stopped) = oneshot::channel::<()>();
-    let ingest = IngestServer::new(pipeline.ingest_service()).max_decoding_message_size(64 << 20);
+    let ingest = ingest.then(|| IngestServer::new(pipeline.ingest_service()).max_decoding_message_size(64 << 20));
+    let engine = &pipeline.config.engine;
+    let query = QueryServer::new(QueryService::new(pipeline.store.clone(), engine.window, engine.allowed_lateness));
     let grpc_done = actix_rt::spawn(async move {
         // TCP_NODELAY: acks and HTTP/2 window updates are small writes; with Nagle on they wait
         // for the peer's delayed ACK (40 ms) and throttle every stream (docs/BENCHMARKS.md).
         let incoming = tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true));
         let served = tonic::transport::Server::builder()
-            .add_service(ingest)
+            .add_optional_service(ingest)
+            .add_service(query)
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             })
@@ -222,17 +236,12 @@ impl RunningServer {
                 Ok(()) => tracing::info!("kafka source stopped after a final checkpoint"),
                 Err(e) => tracing::error!(error = %e, "kafka source stopped with an error"),
             }
+            self.stop_grpc().await;
             self.close_influxdb().await;
             self.http.stop(true).await;
             return;
         }
-        if let Some((stop, mut done)) = self.grpc.take() {
-            let _ = stop.send(());
-            if tokio::time::timeout(GRPC_DRAIN, &mut done).await.is_err() {
-                tracing::warn!(drain = ?GRPC_DRAIN, "gRPC clients still connected: closing their streams");
-                done.abort();
-            }
-        }
+        self.stop_grpc().await;
         match self.pipeline.router.send(Flush).await {
             Ok(Ok(())) => tracing::info!("pipeline flushed"),
             Ok(Err(e)) => tracing::error!(error = %e, "flush failed"),
@@ -240,6 +249,17 @@ impl RunningServer {
         }
         self.close_influxdb().await;
         self.http.stop(true).await;
+    }
+
+    /// Stops the gRPC server, giving open streams up to [`GRPC_DRAIN`].
+    async fn stop_grpc(&mut self) {
+        if let Some((stop, mut done)) = self.grpc.take() {
+            let _ = stop.send(());
+            if tokio::time::timeout(GRPC_DRAIN, &mut done).await.is_err() {
+                tracing::warn!(drain = ?GRPC_DRAIN, "gRPC clients still connected: closing their streams");
+                done.abort();
+            }
+        }
     }
 
     /// Gives the InfluxDB writer up to [`INFLUXDB_DRAIN`] to write what is queued.

@@ -254,6 +254,8 @@ impl KafkaAggregator {
             "serve",
             "--config",
             path_str(&self.config)?,
+            "--grpc-listen",
+            "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
             "--data-dir",

@@ -11,6 +11,7 @@ pub mod clock;
 pub mod ingest;
 pub mod messages;
 pub mod metrics;
+pub mod query;
 pub mod router;
 pub mod shard;
 pub mod store;
