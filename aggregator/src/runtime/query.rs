@@ -272,6 +272,14 @@ impl Query for QueryService {
         let points = self
             .blocking(move |store| store.query_points(&metric, &dimension, &spec, from, to).map_err(store_error))
             .await?;
+        // The same bound as `/api/aggregates`: one answer never carries an unbounded series.
+        if points.len() > crate::http::MAX_POINTS {
+            return Err(bad(format!(
+                "from/to: the range holds {} points, more than the maximum of {}; narrow it",
+                points.len(),
+                crate::http::MAX_POINTS
+            )));
+        }
         Ok(Response::new(v1::AggregatesResponse { points: points.iter().map(point_to_proto).collect() }))
     }
 
