@@ -167,12 +167,16 @@ fn scan_prefix<'t>(table: &'t ReadOnlyTable<&'static [u8], ()>, prefix: &[u8]) -
     Ok(range)
 }
 
-/// A matching row waiting in the merge; ordered by unsalted key, smallest first out of the heap.
+/// A matching row waiting in the merge of per-salt sources; ordered by unsalted key, smallest
+/// first out of the heap. Shared with the HBase store's merge of per-salt scanners.
 #[derive(Debug)]
-struct Pending {
-    unsalted: Vec<u8>,
-    source: usize,
-    view: RawRecordView,
+pub(crate) struct Pending {
+    /// The row key without its salt: the merge order.
+    pub(crate) unsalted: Vec<u8>,
+    /// Which source (salt range or scanner) the row came from.
+    pub(crate) source: usize,
+    /// The decoded record.
+    pub(crate) view: RawRecordView,
 }
 
 impl PartialEq for Pending {

@@ -12,7 +12,6 @@
 //! A transport or protocol failure drops the connection; the next call dials again. Server
 //! data is never trusted: malformed rows are errors, not panics.
 
-use std::cmp::Ordering;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fmt;
 use std::net::{TcpStream, ToSocketAddrs};
@@ -27,9 +26,9 @@ use super::error::HbaseError;
 use super::schema::{
     DEAD_FAMILY, HbaseConfig, RAW_COLUMN, RAW_FAMILY, dead_letter_mutation, family_descriptor, raw_mutation,
 };
-use crate::store::drilldown::{Filter, decode_token, encode_token};
+use crate::store::drilldown::{Filter, Pending, decode_token, encode_token};
 use crate::store::keybytes::{prefix_end, put_str};
-use crate::store::{DeadLetter, DrillDown, MAX_PAGE_SIZE, RawPage, RawRecordView, RawWrite};
+use crate::store::{DeadLetter, DrillDown, MAX_PAGE_SIZE, RawPage, RawWrite};
 
 type Input = TBinaryInputProtocol<TBufferedReadTransport<ReadHalf<TTcpChannel>>>;
 type Output = TBinaryOutputProtocol<TBufferedWriteTransport<WriteHalf<TTcpChannel>>>;
@@ -69,31 +68,6 @@ struct Cursor {
     last_row: Option<Vec<u8>>,
     exhausted: bool,
     fetch: usize,
-}
-
-/// A matching row waiting in the merge; the smallest unsalted key comes out of the heap first.
-#[derive(Debug)]
-struct Pending {
-    unsalted: Vec<u8>,
-    cursor: usize,
-    view: RawRecordView,
-}
-
-impl PartialEq for Pending {
-    fn eq(&self, other: &Self) -> bool {
-        self.unsalted == other.unsalted
-    }
-}
-impl Eq for Pending {}
-impl PartialOrd for Pending {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Pending {
-    fn cmp(&self, other: &Self) -> Ordering {
-        other.unsalted.cmp(&self.unsalted)
-    }
 }
 
 fn dial(addr: &str, config: &HbaseConfig) -> Result<Client, HbaseError> {
@@ -339,7 +313,7 @@ impl HbaseRawStore {
             }
         }
         while let Some(p) = heap.pop() {
-            let i = p.cursor;
+            let i = p.source;
             out.push(p);
             if out.len() > page_size {
                 return Ok(true);
@@ -382,7 +356,7 @@ impl HbaseRawStore {
                 }
             };
             if let Some((unsalted, view)) = filter.accept(&key, &value)? {
-                return Ok(Some(Pending { unsalted, cursor: i, view }));
+                return Ok(Some(Pending { unsalted, source: i, view }));
             }
         }
     }
