@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::duration::serde_text;
 pub use crate::kafka::config::{Compression, KafkaConfig, Secret};
+pub use crate::plugins::config::{PluginsConfig, SystemPluginConfig};
 
 /// Largest number of global tags (the aggregator refuses records with more than 32 tags).
 pub const MAX_TAGS: usize = 32;
@@ -173,31 +174,6 @@ impl Default for SpoolConfig {
     }
 }
 
-/// Built-in collectors.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PluginsConfig {
-    /// Host metrics (CPU, memory, disks, network, ...), see `agent/METRICS.md`.
-    pub system: SystemPluginConfig,
-}
-
-/// The system metrics plugin.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct SystemPluginConfig {
-    /// Whether to collect host metrics.
-    pub enabled: bool,
-    /// Time between two samples.
-    #[serde(with = "serde_text")]
-    pub interval: Duration,
-}
-
-impl Default for SystemPluginConfig {
-    fn default() -> Self {
-        SystemPluginConfig { enabled: true, interval: Duration::from_secs(10) }
-    }
-}
-
 /// The host name, or `"localhost"` when the system does not tell.
 pub fn host_name() -> String {
     sysinfo::System::host_name().filter(|h| !h.trim().is_empty()).unwrap_or_else(|| "localhost".to_owned())
@@ -302,6 +278,7 @@ impl Config {
             sysinfo::MINIMUM_CPU_UPDATE_INTERVAL,
             Duration::from_secs(24 * 3600),
         )?;
+        self.plugins.clone().normalize()?;
         self.kafka.validate()?;
         check_spool(&self.spool)?;
         if self.state_dir.as_os_str().is_empty() {

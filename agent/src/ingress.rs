@@ -163,4 +163,15 @@ impl Ingress {
             }
         }
     }
+
+    /// Enqueues plugin records that must not be dropped, waiting for queue room.
+    ///
+    /// # Errors
+    /// [`SubmitError::Closed`] (shutting down) or [`SubmitError::Sequence`].
+    pub async fn collect_wait(&self, records: Vec<Record>) -> Result<usize, SubmitError> {
+        let n = records.len();
+        self.batcher.submit(self.stamp(records)).await?;
+        self.metrics.collected(n);
+        Ok(n)
+    }
 }

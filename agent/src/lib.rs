@@ -95,6 +95,9 @@ pub enum AgentError {
     /// The Kafka producer cannot be created.
     #[error(transparent)]
     Kafka(#[from] ProducerError),
+    /// A plugin instance cannot start.
+    #[error(transparent)]
+    Plugin(#[from] plugins::PluginError),
 }
 
 /// The addresses the agent actually listens on (useful with port 0).
@@ -273,6 +276,14 @@ impl Agent {
             RecordDefaults { cluster: config.cluster.clone(), node: config.node.clone(), tags: config.tags.clone() };
         let ingress = Arc::new(Ingress::new(batcher.clone(), defaults, metrics.clone()));
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut plugin_config = config.plugins.clone();
+        plugin_config.normalize()?;
+        let context = plugins::PluginContext {
+            state_dir: config.state_dir.clone(),
+            shutdown: shutdown_rx.clone(),
+            metrics: metrics.clone(),
+        };
+        let scheduled = plugins::build_all(&plugin_config, &context)?;
 
         let sender = tokio::spawn(sender);
         let timer = tokio::spawn(batcher.clone().run_timer());
@@ -297,6 +308,10 @@ impl Agent {
                 ingress.clone(),
                 shutdown_rx.clone(),
             )));
+        }
+        for s in scheduled {
+            let health = metrics.plugins().register(&s.name, s.kind);
+            plugins.push(tokio::spawn(plugins::runner::run(s, ingress.clone(), health, shutdown_rx.clone())));
         }
         info!(
             agent_id = %config.agent_id,

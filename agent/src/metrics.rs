@@ -12,6 +12,8 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::plugins::PluginRegistry;
+
 /// Why records were dropped (label `reason` of `meshmon_agent_dropped_total`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum DropReason {
@@ -114,6 +116,7 @@ pub struct Metrics {
     in_flight_records: AtomicI64,
     kafka: KafkaMetrics,
     limiter: RateLimiter,
+    plugins: PluginRegistry,
 }
 
 /// Upper bounds (seconds) of the produce latency histogram buckets.
@@ -276,6 +279,11 @@ impl Metrics {
     /// Fresh, all-zero metrics.
     pub fn new() -> Metrics {
         Metrics::default()
+    }
+
+    /// Every plugin instance's health (`meshmon_agent_plugin_*`, `GET /v1/plugins`).
+    pub fn plugins(&self) -> &PluginRegistry {
+        &self.plugins
     }
 
     /// `n` plugin records were enqueued.
@@ -598,6 +606,7 @@ impl Metrics {
         let sum = s.kafka_produce_latency_sum_us as f64 / 1e6;
         let _ = writeln!(out, "{name}_sum {sum}");
         let _ = writeln!(out, "{name}_count {}", s.kafka_produce_latency_count);
+        self.plugins.render_prometheus(&mut out);
         out
     }
 }

@@ -111,6 +111,14 @@ pub fn timestamp_of(t: SystemTime) -> Timestamp {
     nanos_to_timestamp(nanos)
 }
 
+/// The value of a record with a double value (`None` for decimals or no value).
+pub fn double_value(r: &Record) -> Option<f64> {
+    match r.value {
+        Some(record::Value::DoubleValue(v)) => Some(v),
+        _ => None,
+    }
+}
+
 /// A record with a double value (cluster, node and tags left for the defaults).
 pub fn double_record(metric: impl Into<String>, value: f64, event_time: Timestamp) -> Record {
     Record {

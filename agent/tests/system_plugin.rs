@@ -2,7 +2,7 @@
 //! running inside an agent.
 //!
 //! Role: samples this host with `SystemSampler`, checks every produced name is listed in
-//! `agent/METRICS.md` (and every listed name is known to the plugin), checks values for
+//! `docs/METRICS.md` (and every listed name is known to the plugin), checks values for
 //! plausibility, and runs an agent with the plugin enabled against the fake aggregator.
 //! Touches the host's /proc and /sys views (read only), loopback sockets and a temporary dir.
 
@@ -28,7 +28,7 @@ fn value(r: &Record) -> f64 {
 
 /// Metric names in the first column of the table in METRICS.md.
 fn documented() -> BTreeSet<String> {
-    include_str!("../METRICS.md")
+    include_str!("../../docs/METRICS.md")
         .lines()
         .filter_map(|l| l.strip_prefix("| `"))
         .filter_map(|l| l.split('`').next())
@@ -40,7 +40,7 @@ fn documented() -> BTreeSet<String> {
 #[test]
 fn documentation_lists_exactly_the_plugin_metrics() {
     let code: BTreeSet<String> = METRIC_NAMES.iter().map(|s| (*s).to_owned()).collect();
-    assert_eq!(documented(), code, "agent/METRICS.md and METRIC_NAMES differ");
+    assert_eq!(documented(), code, "docs/METRICS.md and METRIC_NAMES differ");
 }
 
 #[test]

@@ -6,7 +6,7 @@
 //! the sample time as event time. Rates (`*_per_sec`) are computed over the time since the
 //! previous sample and are absent from the first one; CPU usage likewise needs a previous sample
 //! at least `sysinfo::MINIMUM_CPU_UPDATE_INTERVAL` earlier. The names, units and tags are listed
-//! in `agent/METRICS.md` ([`METRIC_NAMES`]). [`run`] samples every `interval`. Touches only what
+//! in `docs/METRICS.md` ([`METRIC_NAMES`]). [`run`] samples every `interval`. Touches only what
 //! it reads (the kernel's /proc and /sys views).
 
 use std::collections::HashMap;
@@ -23,7 +23,7 @@ use crate::ingress::Ingress;
 use crate::push::shutting_down;
 use crate::record::{double_record, timestamp_of};
 
-/// Every metric name this plugin can produce (the rows of `agent/METRICS.md`).
+/// Every metric name this plugin can produce (the rows of `docs/METRICS.md`).
 pub const METRIC_NAMES: [&str; 25] = [
     "system.cpu.usage_percent",
     "system.cpu.core_usage_percent",

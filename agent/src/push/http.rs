@@ -5,7 +5,8 @@
 //! `200 {"accepted":N,"rejected":M,"errors":[{"line":k,"error":"..."}]}`; when the queue is full
 //! it answers `503` with `Retry-After` and enqueues nothing (so a retry cannot double count),
 //! `413` for bodies over `max_body_bytes`. `GET /metrics` serves the self-metrics and
-//! `GET /healthz` answers `ok`. The same code serves the separate metrics listener with pushes
+//! `GET /healthz` answers `ok`; `GET /v1/plugins` lists every plugin instance's health as JSON
+//! (`plugins/health.rs`). The same code serves the separate metrics listener with pushes
 //! disabled. On shutdown it stops accepting connections and lets open requests finish (5 s at
 //! most). Touches only its listening socket.
 
@@ -133,12 +134,15 @@ async fn handle(st: &HttpState, req: Request<Incoming>) -> Reply {
             reply(StatusCode::OK, "text/plain; version=0.0.4; charset=utf-8", st.ingress.metrics().render_prometheus())
         }
         (&Method::GET, "/healthz") => reply(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        (&Method::GET, "/v1/plugins") => {
+            reply(StatusCode::OK, "application/json", st.ingress.metrics().plugins().render_json())
+        }
         _ => error_reply(
             StatusCode::NOT_FOUND,
             if st.accept_pushes {
-                "not found: this server answers POST /v1/records, GET /metrics and GET /healthz"
+                "not found: this server answers POST /v1/records, GET /metrics, GET /v1/plugins and GET /healthz"
             } else {
-                "not found: this server answers GET /metrics and GET /healthz"
+                "not found: this server answers GET /metrics, GET /v1/plugins and GET /healthz"
             },
         ),
     }
