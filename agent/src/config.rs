@@ -441,6 +441,33 @@ mod tests {
     }
 
     #[test]
+    fn plugins_example_file_parses_validates_and_uses_the_documented_defaults() {
+        let c = parse(include_str!("../plugins.example.toml")).unwrap();
+        c.validate().unwrap();
+        let p = &c.plugins;
+        let kinds = [
+            p.process.len(),
+            p.tcp.len(),
+            p.http.len(),
+            p.log.len(),
+            p.kafka.len(),
+            p.redis.len(),
+            p.rabbitmq.len(),
+            p.postgresql.len(),
+            p.mysql.len(),
+            p.prometheus.len(),
+            p.statsd.len(),
+        ];
+        assert!(kinds.iter().all(|n| *n == 1), "one instance of every kind: {kinds:?}");
+        // Where the example states the kind's default interval and timeout, they are the defaults.
+        use crate::plugins::PluginSettings;
+        assert_eq!(p.tcp[0].interval, crate::plugins::tcp::TcpSettings::DEFAULT_INTERVAL);
+        assert_eq!(p.redis[0].timeout, crate::plugins::redis::RedisSettings::DEFAULT_TIMEOUT);
+        assert_eq!(p.log[0].interval, crate::plugins::log::LogSettings::DEFAULT_INTERVAL);
+        assert_eq!(p.statsd[0].interval, crate::plugins::statsd::StatsdSettings::DEFAULT_INTERVAL);
+    }
+
+    #[test]
     fn kafka_output_and_spool_parse() {
         let c = parse(
             r#"

@@ -119,6 +119,14 @@ pub fn double_value(r: &Record) -> Option<f64> {
     }
 }
 
+/// The double value of the first record named `metric` that carries every tag of `tags`.
+pub fn find_double(records: &[Record], metric: &str, tags: &[(&str, &str)]) -> Option<f64> {
+    records
+        .iter()
+        .find(|r| r.metric == metric && tags.iter().all(|(k, v)| r.tags.get(*k).map(String::as_str) == Some(*v)))
+        .and_then(double_value)
+}
+
 /// A record with a double value (cluster, node and tags left for the defaults).
 pub fn double_record(metric: impl Into<String>, value: f64, event_time: Timestamp) -> Record {
     Record {

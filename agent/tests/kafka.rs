@@ -182,7 +182,10 @@ async fn every_record_reaches_the_topic_exactly_once_with_lz4_by_default() {
     let topic = "records-once";
     let tansu = start_tansu(dir.path(), topic);
     let state = dir.path().join("agent");
-    let config = kafka_config(&tansu.bootstrap(), topic, &state, 500);
+    let mut config = kafka_config(&tansu.bootstrap(), topic, &state, 500);
+    // A healthy broker on a busy machine can take over 1 s to acknowledge: this test is about
+    // the path without spooling, so give it time (the outage tests keep 1 s).
+    config.kafka.delivery_timeout = Duration::from_secs(30);
     assert_eq!(config.kafka.compression, Compression::Lz4, "the default codec is the one tested here");
     let agent = Agent::start(config).await.unwrap();
     const N: usize = 10_000;

@@ -56,5 +56,5 @@ fn main() {
     let count = db.query(Some("bench"), "SELECT count(\"count\") FROM meshmon_aggregate").unwrap();
     assert_eq!(InfluxDb::rows(&count)[0]["count"], n, "{count}");
     println!("{n} points in {secs:.2} s: {:.0} points/s", n as f64 / secs);
-    writer.close(Duration::from_secs(5));
+    writer.close(Duration::from_secs(5)).unwrap();
 }

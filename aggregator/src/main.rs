@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use meshmon_aggregator::batch_mode::{AggregateOptions, aggregate};
-use meshmon_aggregator::config::AggregatorConfig;
+use meshmon_aggregator::config::{AggregatorConfig, StoreKind};
 use meshmon_aggregator::engine::{
     DimensionField, DimensionSpec, EngineConfig, InvalidReason, Limits, Nanos, TagDimensions, WindowSpec,
     time::parse_duration,
@@ -40,14 +40,28 @@ enum Command {
     ///
     /// Settings come from --config (TOML; see aggregator/meshmon.example.toml), then the
     /// environment (MESHMON_GRPC_LISTEN, MESHMON_HTTP_LISTEN, MESHMON_DATA_DIR, MESHMON_WINDOW,
-    /// MESHMON_SHARDS, MESHMON_RETENTION, MESHMON_KAFKA_BROKERS, MESHMON_KAFKA_INPUT_TOPIC,
+    /// MESHMON_SHARDS, MESHMON_RETENTION, MESHMON_STORE_KIND, MESHMON_HBASE_THRIFT_ADDRESS,
+    /// MESHMON_HBASE_TABLE, MESHMON_KAFKA_BROKERS, MESHMON_KAFKA_INPUT_TOPIC,
     /// MESHMON_KAFKA_GROUP_ID), then these flags. Secrets only from the environment or files:
     /// MESHMON_KAFKA_SASL_PASSWORD or kafka.sasl_password_file, MESHMON_INFLUXDB_TOKEN or
     /// influxdb.token_file.
     ///
+    /// Raw records (the drill-down behind every point) are kept where store.kind says:
+    /// "embedded" (default, in the data directory) or "hbase" — an HBase table over the Thrift1
+    /// API, configured in [store.hbase]: thrift_address (host:port, default 127.0.0.1:9090),
+    /// table (meshmon_raw), column_family (r), create_table (true: create when missing; the
+    /// family and the row-key layout of store.bucket_size / store.salt_buckets are checked on
+    /// every start), connections (4 for writes + 4 for drill-downs), scan_parallelism (4
+    /// connections per drill-down), write_batch_rows and scan_batch_rows (1000),
+    /// connect_timeout (5s), timeout (30s), retries (10) with
+    /// retry_backoff (100ms, doubling) up to retry_backoff_max (10s). A write still failing
+    /// after the retries stops serve with a non-zero exit (fail-stop). Aggregates, listings
+    /// and dead letters stay in the embedded store (docs/HBASE.md).
+    ///
     /// With [kafka] brokers set, the input is the Kafka topic instead of gRPC ingest, with window
-    /// state and offsets checkpointed to checkpoint.path (docs/KAFKA.md). With [influxdb] url
-    /// set, aggregates are also written to InfluxDB (docs/INFLUXDB.md).
+    /// state and offsets checkpointed to checkpoint.path (docs/KAFKA.md); checkpoints wait until
+    /// HBase acknowledged the raw rows before them. With [influxdb] url set, aggregates are also
+    /// written to InfluxDB (docs/INFLUXDB.md).
     Serve(ServeArgs),
     /// One command, whole pipeline: the aggregator on embedded defaults, an in-process agent
     /// with the system plugin, and a synthetic shop app pushing business metrics; prints the
@@ -69,6 +83,7 @@ enum Command {
     /// writes only windows wholly inside [FROM, TO) and records with event times inside it — to
     /// the embedded store (stop `serve` first: the store file is single-writer, or use
     /// --data-dir for another store) and to the output topic. Progress is drawn on stderr.
+    /// Not available with store.kind = "hbase" yet.
     Replay(ReplayArgs),
 }
 
@@ -155,6 +170,16 @@ struct ServeArgs {
     /// Window shard threads; 0 = one per core [default: 0].
     #[arg(long)]
     shards: Option<usize>,
+    /// Where raw records are kept: embedded or hbase [default: embedded].
+    #[arg(long, value_name = "KIND")]
+    store_kind: Option<StoreKind>,
+    /// HBase Thrift1 server (host:port) keeping raw records with --store-kind hbase
+    /// [default: 127.0.0.1:9090].
+    #[arg(long, value_name = "HOST:PORT")]
+    hbase_thrift_address: Option<String>,
+    /// HBase table of raw records [default: meshmon_raw].
+    #[arg(long, value_name = "TABLE")]
+    hbase_table: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -271,6 +296,15 @@ fn serve_config(args: &ServeArgs) -> anyhow::Result<AggregatorConfig> {
     if let Some(n) = args.shards {
         config.engine.shards = n;
     }
+    if let Some(k) = args.store_kind {
+        config.store.kind = k;
+    }
+    if let Some(a) = &args.hbase_thrift_address {
+        config.store.hbase.thrift_address = a.clone();
+    }
+    if let Some(t) = &args.hbase_table {
+        config.store.hbase.table = t.clone();
+    }
     config.pipeline_config()?;
     Ok(config)
 }
@@ -291,11 +325,11 @@ fn run_serve(args: &ServeArgs) -> anyhow::Result<()> {
             e = running.failed() => Some(e),
         };
         tracing::info!("shutting down");
-        running.stop().await;
+        let stopped = running.stop_checked().await;
         match failure {
             // Fail-stop: a restart resumes from the last checkpoint and rewrites identical values.
-            Some(e) => Err(anyhow::anyhow!("kafka source failed: {e}")),
-            None => Ok(()),
+            Some(e) => Err(anyhow::anyhow!("{e}")),
+            None => stopped.map_err(|e| anyhow::anyhow!("stopping: {e}")),
         }
     })
 }
@@ -311,6 +345,11 @@ fn run_replay(args: &ReplayArgs) -> anyhow::Result<()> {
         config.store.data_dir = dir.clone();
     }
     anyhow::ensure!(config.kafka.enabled(), "{}: replay needs a [kafka] section with brokers", args.config.display());
+    anyhow::ensure!(
+        config.store.kind == StoreKind::Embedded,
+        "{}: replay writes raw records to the embedded store only; with store.kind = \"hbase\" it is not supported yet",
+        args.config.display()
+    );
     config.kafka.validate()?;
     let pipeline = config.pipeline_config()?;
     let from = parse_rfc3339(&args.from).context("--from")?;

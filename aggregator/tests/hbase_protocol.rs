@@ -1,13 +1,12 @@
 //! Protocol tests of the HBase raw store (`store::hbase`) over Thrift1.
 //!
-//! Role: there is no HBase here. [`start_protocol_test_server`] serves HBase's Thrift1 `Hbase`
-//! service — the `hbase-thrift` crate's generated `HbaseSyncProcessor` in thrift's `TServer`,
-//! binary protocol, buffered transport (HBase's defaults) on 127.0.0.1 — over an in-memory
-//! sorted map, implementing just what the store calls (getTableNames, createTable, mutateRows,
-//! scannerOpenWithStop, scannerGetList, scannerClose; everything else answers an `IOError`).
-//! These are **protocol tests**: they check our use of the Thrift1 API and that the HBase
-//! drill-down pages equal the embedded store's, not HBase itself (region splits, timestamps,
-//! versions and server-side limits are not modelled).
+//! Role: there is no HBase here. `meshmon_tests::hbase_thrift::ThriftServer` serves HBase's
+//! Thrift1 `Hbase` service — the `hbase-thrift` crate's generated `HbaseSyncProcessor`, binary
+//! protocol, buffered transport (HBase's defaults) on 127.0.0.1 — over an in-memory sorted
+//! map, implementing just what the store calls (everything else answers an `IOError`). These
+//! are **protocol tests**: they check our use of the Thrift1 API and that the HBase drill-down
+//! pages equal the embedded store's, not HBase itself (region splits, timestamps, versions and
+//! server-side limits are not modelled).
 //!
 //! The main test drives a `WindowEngine` over a generated stream (3 metrics, 3 clusters, 6
 //! nodes, tags, 3 agents — one with a NUL byte in its id — disorder, late, partially late and
@@ -15,456 +14,39 @@
 //! sliding and session windows, writes its output to an `EmbeddedStore` and, through the
 //! Thrift server, to the HBase store; then for **every** stored point the drill-down through
 //! the Thrift path equals the embedded path page by page (page sizes 1, 2, 5 and 1 000), with
-//! `count` records. Plus: server errors are reported with the server's message, corrupt rows
-//! and bad tokens are errors (no panic), rows cover every salt, and the `SyncArbiter` actor.
+//! `count` records. Plus: opening the table (create, family and layout checks), server errors
+//! reported with the server's message, transient failures retried with backoff (retryable
+//! `IOError`s, a stalled server, a server stopped and started again) and permanent ones not,
+//! corrupt rows and bad tokens as errors (no panic), rows in every salt, the `SyncArbiter`
+//! actor and the runtime's connection pools (`HbaseRaw`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
-use hbase_thrift::hbase::{
-    BatchMutation, Bytes, ColumnDescriptor, HbaseSyncHandler, HbaseSyncProcessor, IOError, Mutation, ScannerID,
-    TAccessControlEntity, TAppend, TCell, TIncrement, TRegionInfo, TRowResult, TScan, TThriftServerType, Text,
-};
 use meshmon_aggregator::engine::{
-    Batch, DimensionField, DimensionSpec, EngineConfig, Limits, Nanos, Record, RecordId, TagDimensions, Value,
-    WindowEngine, WindowSpec,
+    Batch, Dimension, DimensionField, DimensionSpec, EngineConfig, Limits, Nanos, Record, RecordId, TagDimensions,
+    Value, WindowEngine, WindowSpec,
 };
-use meshmon_aggregator::store::hbase::{DrillDownQuery, HbaseActor, HbaseConfig, HbaseError, HbaseRawStore, WriteRaw};
+use meshmon_aggregator::store::hbase::{
+    DrillDownQuery, HbaseActor, HbaseConfig, HbaseError, HbaseMetrics, HbaseRaw, HbaseRawStore, HbaseSetup,
+    TableReport, WriteRaw, WriteRawRange,
+};
 use meshmon_aggregator::store::{
     DrillDown, EmbeddedStore, RawWrite, RowKeyLayout, StoreConfig, StoreError, WriteBatch, WriteBatchSink,
 };
-use thrift::protocol::{TBinaryInputProtocolFactory, TBinaryOutputProtocolFactory};
-use thrift::server::TServer;
-use thrift::transport::{TBufferedReadTransportFactory, TBufferedWriteTransportFactory};
+use meshmon_tests::hbase_thrift::{Fault, IMPLEMENTED_CALLS, ThriftServer};
 
 // ---------------------------------------------------------------- the protocol test server
 
-type Row = BTreeMap<Vec<u8>, Vec<u8>>;
-
-#[derive(Debug, Default)]
-struct Table {
-    families: BTreeSet<Vec<u8>>,
-    rows: BTreeMap<Vec<u8>, Row>,
-}
-
-#[derive(Debug)]
-struct Scanner {
-    table: Vec<u8>,
-    next: Vec<u8>,
-    stop: Vec<u8>,
-    columns: Vec<Vec<u8>>,
-}
-
-/// The server's state, shared with the test (to inspect rows and inject faults).
-#[derive(Debug, Default)]
-struct MemState {
-    tables: BTreeMap<Vec<u8>, Table>,
-    scanners: HashMap<ScannerID, Scanner>,
-    next_scanner: ScannerID,
-    /// One-shot faults: Thrift1 call name → the `IOError` message to answer with.
-    faults: HashMap<&'static str, String>,
-    /// Calls served, by name.
-    calls: BTreeMap<&'static str, u64>,
-}
-
-#[derive(Debug, Clone, Default)]
-struct MemHbase(Arc<Mutex<MemState>>);
-
-fn io_error<T>(message: impl Into<String>) -> thrift::Result<T> {
-    Err(IOError::new(message.into(), false).into())
-}
-
-fn unsupported<T>(op: &str) -> thrift::Result<T> {
-    io_error(format!("{op} is not implemented by the protocol test server"))
-}
-
-fn family_of(column: &[u8]) -> &[u8] {
-    column.split(|&b| b == b':').next().unwrap_or_default()
-}
-
-impl MemHbase {
-    /// Locks the state, counts the call and answers an injected fault.
-    fn enter(&self, op: &'static str) -> thrift::Result<std::sync::MutexGuard<'_, MemState>> {
-        let mut s = self.0.lock().unwrap();
-        *s.calls.entry(op).or_default() += 1;
-        if let Some(message) = s.faults.remove(op) {
-            return io_error(message);
-        }
-        Ok(s)
-    }
-}
-
-fn missing_table(name: &[u8]) -> String {
-    format!("org.apache.hadoop.hbase.TableNotFoundException: {}", String::from_utf8_lossy(name))
-}
-
-impl HbaseSyncHandler for MemHbase {
-    fn handle_get_table_names(&self) -> thrift::Result<Vec<Text>> {
-        Ok(self.enter("getTableNames")?.tables.keys().cloned().collect())
-    }
-    fn handle_create_table(&self, table_name: Text, column_families: Vec<ColumnDescriptor>) -> thrift::Result<()> {
-        let mut s = self.enter("createTable")?;
-        if s.tables.contains_key(&table_name) {
-            return Err(
-                hbase_thrift::hbase::AlreadyExists::new(String::from_utf8_lossy(&table_name).into_owned()).into()
-            );
-        }
-        let families = column_families.iter().map(|c| family_of(c.name.as_deref().unwrap_or_default()).to_vec());
-        s.tables.insert(table_name, Table { families: families.collect(), rows: BTreeMap::new() });
-        Ok(())
-    }
-    fn handle_mutate_rows(
-        &self,
-        table_name: Text,
-        row_batches: Vec<BatchMutation>,
-        _attributes: BTreeMap<Text, Text>,
-    ) -> thrift::Result<()> {
-        let mut s = self.enter("mutateRows")?;
-        let Some(table) = s.tables.get_mut(&table_name) else {
-            return io_error(missing_table(&table_name));
-        };
-        // Check everything first: the call applies all or nothing here (HBase gives no such
-        // promise across rows; the store's writes are idempotent, so a retry is safe).
-        for b in &row_batches {
-            for m in b.mutations.iter().flatten() {
-                let column = m.column.as_deref().unwrap_or_default();
-                if !table.families.contains(family_of(column)) {
-                    return io_error(format!(
-                        "org.apache.hadoop.hbase.regionserver.NoSuchColumnFamilyException: {}",
-                        String::from_utf8_lossy(column)
-                    ));
-                }
-            }
-        }
-        for b in row_batches {
-            let key = b.row.unwrap_or_default();
-            for m in b.mutations.unwrap_or_default() {
-                let column = m.column.unwrap_or_default();
-                let row = table.rows.entry(key.clone()).or_default();
-                if m.is_delete.unwrap_or(false) {
-                    row.remove(&column);
-                } else {
-                    row.insert(column, m.value.unwrap_or_default());
-                }
-            }
-            if table.rows.get(&key).is_some_and(BTreeMap::is_empty) {
-                table.rows.remove(&key);
-            }
-        }
-        Ok(())
-    }
-    fn handle_scanner_open_with_stop(
-        &self,
-        table_name: Text,
-        start_row: Text,
-        stop_row: Text,
-        columns: Vec<Text>,
-        _attributes: BTreeMap<Text, Text>,
-    ) -> thrift::Result<ScannerID> {
-        let mut s = self.enter("scannerOpenWithStop")?;
-        if !s.tables.contains_key(&table_name) {
-            return io_error(missing_table(&table_name));
-        }
-        s.next_scanner += 1;
-        let id = s.next_scanner;
-        s.scanners.insert(id, Scanner { table: table_name, next: start_row, stop: stop_row, columns });
-        Ok(id)
-    }
-    fn handle_scanner_get_list(&self, id: ScannerID, nb_rows: i32) -> thrift::Result<Vec<TRowResult>> {
-        let mut s = self.enter("scannerGetList")?;
-        let s = &mut *s;
-        let Some(sc) = s.scanners.get_mut(&id) else {
-            return Err(hbase_thrift::hbase::IllegalArgument::new(format!("no scanner {id}")).into());
-        };
-        let Some(table) = s.tables.get(&sc.table) else {
-            return io_error(missing_table(&sc.table));
-        };
-        let wanted = |column: &[u8]| {
-            sc.columns.is_empty()
-                || sc.columns.iter().any(|c| {
-                    c.as_slice() == column
-                        || (!c.contains(&b':') || c.ends_with(b":")) && family_of(c) == family_of(column)
-                })
-        };
-        let mut out = Vec::new();
-        let mut last = None;
-        for (key, row) in table.rows.range(sc.next.clone()..) {
-            if out.len() >= usize::try_from(nb_rows).unwrap_or(0) || (!sc.stop.is_empty() && *key >= sc.stop) {
-                break;
-            }
-            last = Some(key.clone());
-            let cells: BTreeMap<Text, TCell> =
-                row.iter().filter(|(c, _)| wanted(c)).map(|(c, v)| (c.clone(), TCell::new(v.clone(), 1))).collect();
-            if !cells.is_empty() {
-                out.push(TRowResult::new(key.clone(), cells, None));
-            }
-        }
-        if let Some(mut last) = last {
-            last.push(0);
-            sc.next = last;
-        }
-        Ok(out)
-    }
-    fn handle_scanner_close(&self, id: ScannerID) -> thrift::Result<()> {
-        let mut s = self.enter("scannerClose")?;
-        match s.scanners.remove(&id) {
-            Some(_) => Ok(()),
-            None => Err(hbase_thrift::hbase::IllegalArgument::new(format!("no scanner {id}")).into()),
-        }
-    }
-
-    // ---- not used by the store: an IOError each.
-    fn handle_enable_table(&self, _: Bytes) -> thrift::Result<()> {
-        unsupported("enableTable")
-    }
-    fn handle_disable_table(&self, _: Bytes) -> thrift::Result<()> {
-        unsupported("disableTable")
-    }
-    fn handle_is_table_enabled(&self, _: Bytes) -> thrift::Result<bool> {
-        unsupported("isTableEnabled")
-    }
-    fn handle_compact(&self, _: Bytes) -> thrift::Result<()> {
-        unsupported("compact")
-    }
-    fn handle_major_compact(&self, _: Bytes) -> thrift::Result<()> {
-        unsupported("majorCompact")
-    }
-    fn handle_get_table_names_with_is_table_enabled(&self) -> thrift::Result<BTreeMap<Text, bool>> {
-        unsupported("getTableNamesWithIsTableEnabled")
-    }
-    fn handle_get_column_descriptors(&self, _: Text) -> thrift::Result<BTreeMap<Text, ColumnDescriptor>> {
-        unsupported("getColumnDescriptors")
-    }
-    fn handle_get_table_regions(&self, _: Text) -> thrift::Result<Vec<TRegionInfo>> {
-        unsupported("getTableRegions")
-    }
-    fn handle_delete_table(&self, _: Text) -> thrift::Result<()> {
-        unsupported("deleteTable")
-    }
-    fn handle_get(&self, _: Text, _: Text, _: Text, _: BTreeMap<Text, Text>) -> thrift::Result<Vec<TCell>> {
-        unsupported("get")
-    }
-    fn handle_get_ver(&self, _: Text, _: Text, _: Text, _: i32, _: BTreeMap<Text, Text>) -> thrift::Result<Vec<TCell>> {
-        unsupported("getVer")
-    }
-    fn handle_get_ver_ts(
-        &self,
-        _: Text,
-        _: Text,
-        _: Text,
-        _: i64,
-        _: i32,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TCell>> {
-        unsupported("getVerTs")
-    }
-    fn handle_get_row(&self, _: Text, _: Text, _: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRow")
-    }
-    fn handle_get_row_with_columns(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowWithColumns")
-    }
-    fn handle_get_row_ts(&self, _: Text, _: Text, _: i64, _: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowTs")
-    }
-    fn handle_get_row_with_columns_ts(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowWithColumnsTs")
-    }
-    fn handle_get_rows(&self, _: Text, _: Vec<Text>, _: BTreeMap<Text, Text>) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRows")
-    }
-    fn handle_get_rows_with_columns(
-        &self,
-        _: Text,
-        _: Vec<Text>,
-        _: Vec<Text>,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowsWithColumns")
-    }
-    fn handle_get_rows_ts(
-        &self,
-        _: Text,
-        _: Vec<Text>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowsTs")
-    }
-    fn handle_get_rows_with_columns_ts(
-        &self,
-        _: Text,
-        _: Vec<Text>,
-        _: Vec<Text>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("getRowsWithColumnsTs")
-    }
-    fn handle_mutate_row(&self, _: Text, _: Text, _: Vec<Mutation>, _: BTreeMap<Text, Text>) -> thrift::Result<()> {
-        unsupported("mutateRow")
-    }
-    fn handle_mutate_row_ts(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Mutation>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<()> {
-        unsupported("mutateRowTs")
-    }
-    fn handle_mutate_rows_ts(
-        &self,
-        _: Text,
-        _: Vec<BatchMutation>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<()> {
-        unsupported("mutateRowsTs")
-    }
-    fn handle_atomic_increment(&self, _: Text, _: Text, _: Text, _: i64) -> thrift::Result<i64> {
-        unsupported("atomicIncrement")
-    }
-    fn handle_delete_all(&self, _: Text, _: Text, _: Text, _: BTreeMap<Text, Text>) -> thrift::Result<()> {
-        unsupported("deleteAll")
-    }
-    fn handle_delete_all_ts(&self, _: Text, _: Text, _: Text, _: i64, _: BTreeMap<Text, Text>) -> thrift::Result<()> {
-        unsupported("deleteAllTs")
-    }
-    fn handle_delete_all_row(&self, _: Text, _: Text, _: BTreeMap<Text, Text>) -> thrift::Result<()> {
-        unsupported("deleteAllRow")
-    }
-    fn handle_increment(&self, _: TIncrement) -> thrift::Result<()> {
-        unsupported("increment")
-    }
-    fn handle_increment_rows(&self, _: Vec<TIncrement>) -> thrift::Result<()> {
-        unsupported("incrementRows")
-    }
-    fn handle_delete_all_row_ts(&self, _: Text, _: Text, _: i64, _: BTreeMap<Text, Text>) -> thrift::Result<()> {
-        unsupported("deleteAllRowTs")
-    }
-    fn handle_scanner_open_with_scan(&self, _: Text, _: TScan, _: BTreeMap<Text, Text>) -> thrift::Result<ScannerID> {
-        unsupported("scannerOpenWithScan")
-    }
-    fn handle_scanner_open(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<ScannerID> {
-        unsupported("scannerOpen")
-    }
-    fn handle_scanner_open_with_prefix(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<ScannerID> {
-        unsupported("scannerOpenWithPrefix")
-    }
-    fn handle_scanner_open_ts(
-        &self,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<ScannerID> {
-        unsupported("scannerOpenTs")
-    }
-    fn handle_scanner_open_with_stop_ts(
-        &self,
-        _: Text,
-        _: Text,
-        _: Text,
-        _: Vec<Text>,
-        _: i64,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<ScannerID> {
-        unsupported("scannerOpenWithStopTs")
-    }
-    fn handle_scanner_get(&self, _: ScannerID) -> thrift::Result<Vec<TRowResult>> {
-        unsupported("scannerGet")
-    }
-    fn handle_get_region_info(&self, _: Text) -> thrift::Result<TRegionInfo> {
-        unsupported("getRegionInfo")
-    }
-    fn handle_append(&self, _: TAppend) -> thrift::Result<Vec<TCell>> {
-        unsupported("append")
-    }
-    fn handle_check_and_put(
-        &self,
-        _: Text,
-        _: Text,
-        _: Text,
-        _: Text,
-        _: Mutation,
-        _: BTreeMap<Text, Text>,
-    ) -> thrift::Result<bool> {
-        unsupported("checkAndPut")
-    }
-    fn handle_get_thrift_server_type(&self) -> thrift::Result<TThriftServerType> {
-        unsupported("getThriftServerType")
-    }
-    fn handle_get_cluster_id(&self) -> thrift::Result<String> {
-        unsupported("getClusterId")
-    }
-    fn handle_grant(&self, _: TAccessControlEntity) -> thrift::Result<bool> {
-        unsupported("grant")
-    }
-    fn handle_revoke(&self, _: TAccessControlEntity) -> thrift::Result<bool> {
-        unsupported("revoke")
-    }
-}
-
-/// Starts the protocol test server on a free loopback port in a background thread (it lives
-/// as long as the test process) and returns its address and state.
-fn start_protocol_test_server() -> (String, MemHbase) {
-    let state = MemHbase::default();
-    for _ in 0..20 {
-        // TServer binds by address: find a free port, then let it bind; retry if it was taken.
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let handler = state.clone();
-        let server = std::thread::spawn(move || {
-            let mut server = TServer::new(
-                TBufferedReadTransportFactory::new(),
-                TBinaryInputProtocolFactory::new(),
-                TBufferedWriteTransportFactory::new(),
-                TBinaryOutputProtocolFactory::new(),
-                HbaseSyncProcessor::new(handler),
-                8,
-            );
-            server.listen(("127.0.0.1", port))
-        });
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !server.is_finished() && Instant::now() < deadline {
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(100)).is_ok() {
-                return (addr.to_string(), state);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-    panic!("the protocol test server did not start");
+/// Starts the protocol test server (`meshmon_tests::hbase_thrift`) on a free loopback port;
+/// it stops when the returned server is dropped.
+fn start_protocol_test_server() -> (String, ThriftServer) {
+    let server = ThriftServer::start().expect("the protocol test server starts");
+    (server.addr().to_string(), server)
 }
 
 // ---------------------------------------------------------------- generated workload
@@ -606,21 +188,29 @@ fn hbase_config(table: &str, layout: RowKeyLayout) -> HbaseConfig {
         write_batch_rows: 37,
         scan_batch_rows: 64,
         timeout: Duration::from_secs(10),
+        retry_backoff: Duration::from_millis(5),
+        retry_backoff_max: Duration::from_millis(40),
+        ..HbaseConfig::default()
     }
 }
 
-/// Writes `batches` to a fresh embedded store and to the HBase store; returns both.
+/// Writes `batches` to a fresh embedded store and to the HBase store (drilling down over
+/// `scan_parallelism` connections); returns both.
 fn load(
     addr: &str,
     table: &str,
     store_config: StoreConfig,
     batches: &[WriteBatch],
+    scan_parallelism: usize,
 ) -> (tempfile::TempDir, EmbeddedStore, HbaseRawStore) {
     let dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedStore::open(dir.path().join("store.redb"), store_config).unwrap();
-    let mut hbase = HbaseRawStore::connect(addr, hbase_config(table, store_config.layout().unwrap())).unwrap();
+    let config = HbaseConfig { scan_parallelism, ..hbase_config(table, store_config.layout().unwrap()) };
+    let mut hbase = HbaseRawStore::connect(addr, config).unwrap();
     assert_eq!(hbase.create_table_if_missing().unwrap(), vec![table.to_owned(), format!("{table}_dead")]);
     assert!(hbase.create_table_if_missing().unwrap().is_empty(), "tables exist now");
+    // The layout row is recorded in the raw table; drill-down scans must never return it.
+    assert_eq!(hbase.open_table(false).unwrap(), TableReport { created: false, layout_recorded: true });
     for b in batches {
         embedded.write(b).unwrap();
         hbase.write_raw(&b.raw).unwrap();
@@ -629,9 +219,22 @@ fn load(
     (dir, embedded, hbase)
 }
 
+/// The node of a dimension that names a node but not its cluster.
+fn node_only(d: &Dimension) -> Option<String> {
+    match d {
+        Dimension::Node(n) => Some(n.to_string()),
+        Dimension::Set(pairs) if !pairs.iter().any(|(f, _)| &**f == "cluster") => {
+            pairs.iter().find(|(f, _)| &**f == "node").map(|(_, n)| n.to_string())
+        }
+        _ => None,
+    }
+}
+
 /// Every page of a drill-down through both stores; asserts they are equal page by page and
-/// returns the records.
+/// returns the number of records. A node-only point is also drilled into with the node's
+/// clusters from the embedded store's listing (the runtime's narrowed scan).
 fn compare_drill_down(embedded: &EmbeddedStore, hbase: &mut HbaseRawStore, q: &DrillDown, page: usize) -> usize {
+    let clusters = node_only(&q.dimension).map(|n| embedded.node_clusters(&q.metric, &n).unwrap());
     let mut token: Option<String> = None;
     let mut total = 0;
     let mut pages = 0;
@@ -639,6 +242,10 @@ fn compare_drill_down(embedded: &EmbeddedStore, hbase: &mut HbaseRawStore, q: &D
         let e = embedded.drill_down(q, page, token.as_deref()).unwrap();
         let h = hbase.drill_down(q, page, token.as_deref()).unwrap();
         assert_eq!(h, e, "page {pages} (size {page}) of {q:?}");
+        if let Some(clusters) = &clusters {
+            let narrowed = hbase.drill_down_in(q, page, token.as_deref(), Some(clusters)).unwrap();
+            assert_eq!(narrowed, e, "page {pages} (size {page}) of {q:?} over clusters {clusters:?}");
+        }
         pages += 1;
         total += e.records.len();
         match e.next_page_token {
@@ -648,8 +255,9 @@ fn compare_drill_down(embedded: &EmbeddedStore, hbase: &mut HbaseRawStore, q: &D
     }
 }
 
-fn row_count(server: &MemHbase, table: &str) -> usize {
-    server.0.lock().unwrap().tables.get(table.as_bytes()).map_or(0, |t| t.rows.len())
+/// Raw rows of `table` (the layout row not counted).
+fn row_count(server: &ThriftServer, table: &str) -> usize {
+    server.state().rows(table).keys().filter(|k| k.first() != Some(&0xFF)).count()
 }
 
 #[test]
@@ -665,7 +273,8 @@ fn protocol_test_hbase_drill_down_equals_embedded_for_every_point() {
         // 7 s buckets: every window spans two or three buckets; 16 salts.
         let store_config = StoreConfig { bucket_size: 7 * SEC, salt_buckets: 16, retention: 365 * 86_400 * SEC };
         let table = format!("meshmon_raw_{kind}");
-        let (_dir, embedded, mut hbase) = load(&addr, &table, store_config, &batches);
+        // Sequential scans for one kind, 4 and 3 parallel connections for the others.
+        let (_dir, embedded, mut hbase) = load(&addr, &table, store_config, &batches, [1, 4, 3][i]);
 
         let counts = embedded.counts().unwrap();
         assert!(counts.raw_rows > 300, "{kind}: a realistic amount of raw rows ({})", counts.raw_rows);
@@ -704,7 +313,7 @@ fn protocol_test_hbase_drill_down_equals_embedded_for_every_point() {
         );
     }
     // Each scanner was closed.
-    assert!(server.0.lock().unwrap().scanners.is_empty(), "no scanner left open");
+    assert_eq!(server.state().open_scanners(), 0, "no scanner left open");
 }
 
 #[test]
@@ -713,9 +322,9 @@ fn protocol_test_rows_spread_over_every_salt_in_key_order() {
     let window = WindowSpec::Tumbling { size: 10 * SEC, offset: 0 };
     let batches = generate(window, 42, 80);
     let store_config = StoreConfig::default();
-    let (_dir, embedded, mut hbase) = load(&addr, "spread", store_config, &batches);
-    let s = server.0.lock().unwrap();
-    let rows = &s.tables[b"spread".as_slice()].rows;
+    let (_dir, embedded, mut hbase) = load(&addr, "spread", store_config, &batches, 4);
+    let all_rows = server.state().rows("spread");
+    let rows: BTreeMap<_, _> = all_rows.iter().filter(|(k, _)| k.first() != Some(&0xFF)).collect();
     let salts: BTreeMap<u8, usize> = rows.keys().fold(BTreeMap::new(), |mut m, k| {
         *m.entry(k[0]).or_default() += 1;
         m
@@ -727,18 +336,21 @@ fn protocol_test_rows_spread_over_every_salt_in_key_order() {
     for w in &all {
         let (key, value) = meshmon_aggregator::store::hbase::schema::raw_row(&store_config.layout().unwrap(), w);
         assert_eq!(rows.get(&key).and_then(|r| r.get(b"r:v".as_slice())), Some(&value));
+        assert!(rows.get(&key).is_some_and(|r| r.len() == 1), "one column per row");
     }
-    // The mutations were batched: 37 rows per mutateRows call.
+    // The mutations were batched: 37 rows per mutateRows call (plus the layout row's).
     let chunks = |n: usize| n.div_ceil(37) as u64;
     let want: u64 = batches.iter().map(|b| chunks(b.raw.len()) + chunks(b.dead_letters.len())).sum();
-    assert_eq!(s.calls["mutateRows"], want);
-    let (before, n) = (s.calls["mutateRows"], rows.len());
-    drop(s);
+    let before = server.state().calls("mutateRows");
+    assert_eq!(before, want + 1);
+    let n = rows.len();
     // Re-writing everything in one call: ⌈n / 37⌉ mutateRows, nothing changes (idempotent).
     hbase.write_raw(&all).unwrap();
-    let s = server.0.lock().unwrap();
-    assert_eq!(s.calls["mutateRows"] - before, chunks(all.len()));
-    assert_eq!(s.tables[b"spread".as_slice()].rows.len(), n);
+    assert_eq!(server.state().calls("mutateRows") - before, chunks(all.len()));
+    assert_eq!(server.state().rows("spread").len(), n + 1);
+    let dead: usize = batches.iter().map(|b| b.dead_letters.len()).sum();
+    let written = hbase.metrics().rows_written.load(Ordering::Relaxed) as usize;
+    assert_eq!(written, 2 * all.len() + dead + 1, "raw rows twice, dead letters, the layout row");
 }
 
 fn some_rows() -> (StoreConfig, Vec<RawWrite>) {
@@ -751,7 +363,7 @@ fn some_rows() -> (StoreConfig, Vec<RawWrite>) {
 fn fleet_query(metric: &str) -> DrillDown {
     DrillDown {
         metric: metric.to_owned(),
-        dimension: meshmon_aggregator::engine::Dimension::Fleet,
+        dimension: Dimension::Fleet,
         window_spec: WindowSpec::Tumbling { size: 1 << 50, offset: 0 },
         window: meshmon_aggregator::engine::Window { start: T0 - 100 * SEC, end: T0 + 1000 * SEC },
         allowed_lateness: 1 << 50,
@@ -774,7 +386,7 @@ fn protocol_test_server_errors_are_reported_with_the_servers_message() {
 
     // A failing mutateRows is an error naming the call; the connection stays usable.
     hbase.create_table_if_missing().unwrap();
-    server.0.lock().unwrap().faults.insert("mutateRows", "RegionTooBusyException: too busy".to_owned());
+    server.state().fail_next("mutateRows", "RegionTooBusyException: too busy", false);
     let err = hbase.write_raw(&rows).unwrap_err();
     assert!(matches!(&err, HbaseError::Server { op: "mutateRows", .. }), "{err:?}");
     assert!(err.to_string().contains("RegionTooBusyException: too busy"), "{err}");
@@ -783,16 +395,16 @@ fn protocol_test_server_errors_are_reported_with_the_servers_message() {
     assert!(!page.records.is_empty());
 
     // A failing scannerGetList: an error, and the scanners are still closed.
-    server.0.lock().unwrap().faults.insert("scannerGetList", "OutOfOrderScannerNextException".to_owned());
+    server.state().fail_next("scannerGetList", "OutOfOrderScannerNextException", false);
     let err = hbase.drill_down(&fleet_query("cpu"), 100_000, None).unwrap_err();
     assert!(matches!(&err, HbaseError::Server { op: "scannerGetList", .. }), "{err:?}");
-    assert!(server.0.lock().unwrap().scanners.is_empty(), "scanners closed after the error");
+    assert_eq!(server.state().open_scanners(), 0, "scanners closed after the error");
     assert_eq!(hbase.drill_down(&fleet_query("cpu"), 100_000, None).unwrap(), page, "works again");
 
     // A corrupt stored value is an error, not a panic.
     {
-        let mut s = server.0.lock().unwrap();
-        let table = s.tables.get_mut(b"errors".as_slice()).unwrap();
+        let mut tables = server.state().tables_mut();
+        let table = tables.get_mut(b"errors".as_slice()).unwrap();
         let (_, row) = table.rows.iter_mut().find(|(k, _)| k.get(1..4) == Some(b"cpu".as_slice())).unwrap();
         row.insert(b"r:v".to_vec(), vec![1, 2]);
     }
@@ -807,10 +419,7 @@ fn protocol_test_server_errors_are_reported_with_the_servers_message() {
     assert!(matches!(err, HbaseError::Store(StoreError::InvalidPageToken(_))), "{err:?}");
 
     // The client makes only the calls the protocol test server implements.
-    assert!(server.0.lock().unwrap().calls.keys().all(|c| {
-        ["getTableNames", "createTable", "mutateRows", "scannerOpenWithStop", "scannerGetList", "scannerClose"]
-            .contains(c)
-    }));
+    assert!(server.state().called().iter().all(|c| IMPLEMENTED_CALLS.contains(c)));
 }
 
 #[test]
@@ -850,7 +459,7 @@ fn protocol_test_actor_on_a_sync_arbiter() {
         let q = fleet_query("mem");
         loop {
             let page = actor
-                .send(DrillDownQuery { query: q.clone(), page_size: 7, page_token: token.clone() })
+                .send(DrillDownQuery { query: q.clone(), page_size: 7, page_token: token.clone(), node_clusters: None })
                 .await
                 .unwrap()
                 .unwrap();
@@ -871,5 +480,209 @@ fn protocol_test_actor_on_a_sync_arbiter() {
         });
         let err = broken.send(WriteRaw(Vec::new())).await.unwrap().unwrap_err();
         assert!(matches!(err, HbaseError::Config(_)), "{err:?}");
+    });
+}
+
+#[test]
+fn protocol_test_open_table_creates_and_checks_family_and_layout() {
+    let (addr, server) = start_protocol_test_server();
+    let layout = RowKeyLayout::new(7 * SEC, 4).unwrap();
+    let config = HbaseConfig { ttl: Some(Duration::from_secs(3 * 86_400)), ..hbase_config("opened", layout) };
+    let mut hbase = HbaseRawStore::connect(&addr, config.clone()).unwrap();
+
+    // Missing, and not to be created: a clear error saying what to do.
+    let err = hbase.open_table(false).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, HbaseError::Table { .. }), "{err:?}");
+    assert!(text.contains("opened") && text.contains("does not exist") && text.contains("create_table"), "{text}");
+    assert!(server.state().tables().is_empty(), "nothing created");
+
+    // Created with the family (1 version, TTL = the configured one) and the layout row.
+    assert_eq!(hbase.open_table(true).unwrap(), TableReport { created: true, layout_recorded: true });
+    {
+        let tables = server.state().tables();
+        let family = &tables[b"opened".as_slice()].families[b"r".as_slice()];
+        assert_eq!((family.max_versions, family.time_to_live), (Some(1), Some(3 * 86_400)));
+    }
+    // Opening again (another aggregator, a restart) finds everything in place.
+    let mut again = HbaseRawStore::connect(&addr, config.clone()).unwrap();
+    assert_eq!(again.open_table(false).unwrap(), TableReport { created: false, layout_recorded: false });
+
+    // Another layout: refused, naming both.
+    let other = HbaseConfig { layout: RowKeyLayout::new(7 * SEC, 16).unwrap(), ..config.clone() };
+    let err = HbaseRawStore::connect(&addr, other).unwrap().open_table(true).unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.contains("salt_buckets=4") && text.contains("salt_buckets=16") && text.contains("cannot change"),
+        "{text}"
+    );
+
+    // A table without the family: refused, naming what it has.
+    let wrong_family = HbaseConfig { family: "x".into(), ..config.clone() };
+    let err = HbaseRawStore::connect(&addr, wrong_family).unwrap().open_table(true).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no column family 'x'") && text.contains("\"r\""), "{text}");
+
+    // A configurable family is used for every column (and the store reads back what it wrote).
+    let (store_config, rows) = some_rows();
+    let custom = HbaseConfig { family: "raw".into(), ..hbase_config("custom", store_config.layout().unwrap()) };
+    let mut hbase = HbaseRawStore::connect(&addr, custom).unwrap();
+    hbase.open_table(true).unwrap();
+    hbase.write_raw(&rows).unwrap();
+    let stored = server.state().rows("custom");
+    assert!(stored.values().all(|r| r.keys().all(|c| c.starts_with(b"raw:"))), "every column in family raw");
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path().join("s.redb"), store_config).unwrap();
+    embedded.write(&WriteBatch { raw: rows, ..WriteBatch::default() }).unwrap();
+    let n = compare_drill_down(&embedded, &mut hbase, &fleet_query("cpu"), 7);
+    assert!(n > 10, "{n}");
+}
+
+#[test]
+fn protocol_test_transient_failures_are_retried_with_backoff_and_permanent_ones_are_not() {
+    let (addr, server) = start_protocol_test_server();
+    let (store_config, rows) = some_rows();
+    let config = HbaseConfig { retries: 3, ..hbase_config("retry", store_config.layout().unwrap()) };
+    let metrics = Arc::new(HbaseMetrics::default());
+    let mut hbase = HbaseRawStore::connect(&addr, config.clone()).unwrap().with_metrics(metrics.clone());
+    hbase.open_table(true).unwrap();
+    let layout_writes = metrics.write_batches.load(Ordering::Relaxed);
+    let chunk = &rows[..30];
+
+    // Three retryable failures, then success: written, counted as retries.
+    for _ in 0..3 {
+        server.state().fail_next("mutateRows", "org.apache.hadoop.hbase.RegionTooBusyException: busy", true);
+    }
+    let calls = server.state().calls("mutateRows");
+    hbase.write_raw(chunk).unwrap();
+    assert_eq!(server.state().calls("mutateRows") - calls, 4);
+    assert_eq!(row_count(&server, "retry"), 30);
+    assert_eq!(metrics.write_retries.load(Ordering::Relaxed), 3);
+    assert_eq!(metrics.write_errors.load(Ordering::Relaxed), 3);
+    assert_eq!(metrics.write_batches.load(Ordering::Relaxed) - layout_writes, 1);
+    assert_eq!(metrics.write_failures.load(Ordering::Relaxed), 0);
+
+    // More retryable failures than retries: given up after 1 + 3 attempts.
+    for _ in 0..4 {
+        server.state().fail_next("mutateRows", "NotServingRegionException", true);
+    }
+    let err = hbase.write_raw(&rows[30..40]).unwrap_err();
+    assert!(matches!(err, HbaseError::Exhausted { op: "mutateRows", attempts: 4, .. }), "{err:?}");
+    assert!(err.to_string().contains("NotServingRegionException"), "{err}");
+    assert_eq!(metrics.write_failures.load(Ordering::Relaxed), 1);
+
+    // A permanent error (not retryable) is not retried.
+    server.state().fail_next("mutateRows", "NoSuchColumnFamilyException", false);
+    let calls = server.state().calls("mutateRows");
+    let err = hbase.write_raw(&rows[30..40]).unwrap_err();
+    assert!(matches!(err, HbaseError::Server { can_retry: false, .. }), "{err:?}");
+    assert_eq!(server.state().calls("mutateRows") - calls, 1);
+
+    // A call that outlives the timeout breaks the connection; the retry dials again.
+    let quick = HbaseConfig { timeout: Duration::from_millis(150), ..config.clone() };
+    let mut quick = HbaseRawStore::connect(&addr, quick).unwrap();
+    server.state().inject("mutateRows", Fault::Stall(Duration::from_millis(600)));
+    quick.write_raw(&rows[40..50]).unwrap();
+    assert_eq!(quick.metrics().write_retries.load(Ordering::Relaxed), 1);
+    assert_eq!(quick.metrics().rows_written.load(Ordering::Relaxed), 10);
+
+    // Drill-downs ride out a stalled call too (at most two retries).
+    server.state().inject("scannerOpenWithStop", Fault::Stall(Duration::from_millis(600)));
+    let page = quick.drill_down(&fleet_query("cpu"), 1_000, None).unwrap();
+    assert!(!page.records.is_empty());
+    assert_eq!(quick.metrics().drill_down_errors.load(Ordering::Relaxed), 0);
+}
+
+#[test]
+fn protocol_test_a_write_rides_out_a_server_restart() {
+    let (addr, mut server) = start_protocol_test_server();
+    let (store_config, rows) = some_rows();
+    let config = HbaseConfig {
+        retries: 100,
+        retry_backoff: Duration::from_millis(10),
+        retry_backoff_max: Duration::from_millis(20),
+        ..hbase_config("restart", store_config.layout().unwrap())
+    };
+    let mut hbase = HbaseRawStore::connect(&addr, config).unwrap();
+    hbase.open_table(true).unwrap();
+    hbase.write_raw(&rows[..10]).unwrap();
+    let metrics = hbase.metrics().clone();
+
+    // The server goes away: the open connection breaks, new ones are refused.
+    let state = server.state().clone();
+    let socket = server.addr();
+    server.stop();
+    let writer = std::thread::spawn(move || {
+        let result = hbase.write_raw(&rows[10..]);
+        (result, hbase, rows)
+    });
+    // Once the writer has failed (and is retrying), the server comes back on the same port.
+    meshmon_tests::wait_for("the writer retrying", Duration::from_secs(30), || {
+        (metrics.write_retries.load(Ordering::Relaxed) >= 2).then_some(())
+    })
+    .unwrap();
+    let _server = ThriftServer::start_on(state.clone(), socket).unwrap();
+    let (result, mut hbase, rows) = writer.join().unwrap();
+    result.unwrap();
+    assert_eq!(state.rows("restart").keys().filter(|k| k.first() != Some(&0xFF)).count(), rows.len());
+    assert!(metrics.write_errors.load(Ordering::Relaxed) >= 2);
+    // The reader side reconnects by itself as well.
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path().join("s.redb"), store_config).unwrap();
+    embedded.write(&WriteBatch { raw: rows, ..WriteBatch::default() }).unwrap();
+    compare_drill_down(&embedded, &mut hbase, &fleet_query("mem"), 1_000);
+}
+
+#[test]
+fn protocol_test_runtime_pools_write_in_parallel_parts_and_drill_down() {
+    let (addr, server) = start_protocol_test_server();
+    let (store_config, rows) = some_rows();
+    let setup = HbaseSetup {
+        address: addr.clone(),
+        config: HbaseConfig { write_batch_rows: 10, ..hbase_config("pools", store_config.layout().unwrap()) },
+        connections: 3,
+        create_table: true,
+    };
+    assert_eq!(setup.open_table().unwrap(), TableReport { created: true, layout_recorded: true });
+    let dir = tempfile::tempdir().unwrap();
+    let embedded = EmbeddedStore::open(dir.path().join("s.redb"), store_config).unwrap();
+    embedded.write(&WriteBatch { raw: rows.clone(), ..WriteBatch::default() }).unwrap();
+    assert!(rows.len() > 60, "{}", rows.len());
+
+    actix::System::new().block_on(async move {
+        let hbase = HbaseRaw::start(&setup).unwrap();
+        let calls = server.state().calls("mutateRows");
+        hbase.write(Arc::new(rows.clone())).await.unwrap();
+        // Three parts of ⌈n / 3⌉ rows, each in mutateRows calls of 10.
+        let part = rows.len().div_ceil(3);
+        let want: usize = (0..rows.len()).step_by(part).map(|s| (rows.len().min(s + part) - s).div_ceil(10)).sum();
+        assert_eq!((server.state().calls("mutateRows") - calls) as usize, want);
+        assert_eq!(hbase.metrics().rows_written.load(Ordering::Relaxed) as usize, rows.len());
+        assert_eq!(row_count(&server, "pools"), rows.len());
+        let q = fleet_query("cpu");
+        let mut token = None;
+        loop {
+            let page = hbase.drill_down(q.clone(), 4, token.clone(), None).await.unwrap();
+            assert_eq!(page, embedded.drill_down(&q, 4, token.as_deref()).unwrap());
+            match page.next_page_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        assert!(hbase.metrics().drill_downs.load(Ordering::Relaxed) > 3);
+
+        // A part failing for good fails the write.
+        server.state().fail_next("mutateRows", "IllegalArgument", false);
+        let err = hbase.write(Arc::new(rows.clone())).await.unwrap_err();
+        assert!(matches!(err, HbaseError::Server { .. }), "{err:?}");
+
+        // WriteRawRange clamps its range to the rows.
+        let actor = {
+            let (addr, config) = (addr.clone(), setup.config.clone());
+            actix::SyncArbiter::start(1, move || HbaseActor::new(addr.clone(), config.clone()))
+        };
+        let shared = Arc::new(rows.clone());
+        actor.send(WriteRawRange { rows: shared.clone(), range: 5..100_000 }).await.unwrap().unwrap();
+        actor.send(WriteRawRange { rows: shared, range: 100_000..100_001 }).await.unwrap().unwrap();
     });
 }

@@ -5,8 +5,14 @@
 //! HTTP/1.1 client; polling with a deadline (tests wait for conditions, never for fixed
 //! times). Touches child processes, temp dirs and loopback sockets only.
 
+pub mod hbase_thrift;
+pub mod http_stub;
 pub mod influxdb;
+pub mod mariadb;
 pub mod oracle;
+pub mod postgres;
+pub mod rabbitmq;
+pub mod redis;
 pub mod tansu;
 
 pub use tansu::Tansu;
@@ -306,6 +312,45 @@ impl KafkaAggregator {
     pub fn log(&self) -> PathBuf {
         self.dir.join(format!("{}.log", self.name))
     }
+}
+
+/// Starts the `meshmon-agent` binary with `agent_id`, node `agent-host`, no plugins, small
+/// batches (3 records or 20 ms), streaming to the aggregator's gRPC ingest at `grpc`; its state
+/// and configuration go under `dir`. Returns the process and its HTTP push address.
+///
+/// # Errors
+/// What failed: writing the configuration, finding the binary, starting it, or its addresses
+/// not appearing within 60 s.
+pub fn start_agent(dir: &Path, agent_id: &str, grpc: SocketAddr) -> Result<(Proc, SocketAddr), String> {
+    let config = dir.join("agent.toml");
+    let state = dir.join("agent-state");
+    let text = format!(
+        r#"agent_id = "{agent_id}"
+cluster = ""
+node = "agent-host"
+output = "http://{grpc}"
+grpc_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+metrics_listen = "127.0.0.1:0"
+batch_max_records = 3
+batch_max_delay = "20ms"
+state_dir = "{}"
+shutdown_timeout = "20s"
+
+[plugins.system]
+enabled = false
+"#,
+        state.display()
+    );
+    std::fs::write(&config, text).map_err(|e| format!("writing {}: {e}", config.display()))?;
+    let bin = binary("meshmon-agent", "meshmon-agent")?;
+    let args = ["--config", path_str(&config)?, "--print-addresses"];
+    let mut proc = Proc::start("agent", &bin, &args, &[("MESHMON_AGENT_LOG", "info")], dir)?;
+    let http = proc.wait_for_log_line("the agent's addresses", Duration::from_secs(60), |line| {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        v["http"].as_str()?.parse::<SocketAddr>().ok()
+    })?;
+    Ok((proc, http))
 }
 
 /// A path as UTF-8 text (for command-line arguments).

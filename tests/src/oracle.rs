@@ -1,9 +1,11 @@
 //! A brute-force oracle for end-to-end tests, and the API reads to compare with it.
 //!
 //! Role: tests describe the records they sent through [`OracleRecord`]; [`expected_points`]
-//! groups them per (metric, dimension key) and tumbling window, [`fold`] computes the six
-//! statistics as the aggregator's API shows them (decimals exactly, as text; doubles as
-//! numbers; `last` by event time, then agent, sequence and index), and [`check_aggregates`]
+//! groups them per (metric, dimension key) and tumbling window ([`session_points`]: session
+//! windows), [`fold`] computes the six statistics as the aggregator's API shows them (decimals
+//! exactly, as text; doubles as numbers; `last` by event time, then agent, sequence and
+//! index) and [`fold_doubles`] the same fold as InfluxDB holds it (every statistic a double,
+//! decimals converted as the aggregator converts them), and [`check_aggregates`]
 //! compares every expected point with `/api/aggregates`. [`fleet_raw_records`] pages through the
 //! drill-down of every fleet point. Independent of the product's code on purpose. Touches only
 //! the HTTP API it is pointed at.
@@ -57,6 +59,33 @@ pub fn expected_points<R: OracleRecord>(records: &[R], window_ms: i64) -> Expect
     out
 }
 
+/// Groups `records` into session windows of `gap_ms` per (metric, dimension key): records
+/// closer than the gap (strictly) share a session, keyed by its first event time; the session
+/// ends at its last event time + `gap_ms`.
+pub fn session_points<R: OracleRecord>(records: &[R], gap_ms: i64) -> Expected<'_, R> {
+    let mut series: BTreeMap<(String, String), Vec<&R>> = BTreeMap::new();
+    for r in records {
+        for key in r.dimension_keys() {
+            series.entry((r.metric().to_string(), key)).or_default().push(r);
+        }
+    }
+    let mut out: Expected<'_, R> = BTreeMap::new();
+    for (key, mut recs) in series {
+        recs.sort_by_key(|r| r.at());
+        let sessions = out.entry(key).or_default();
+        let mut current: Option<(i64, i64)> = None; // (start, last event time)
+        for r in recs {
+            let start = match current {
+                Some((start, last)) if r.at() - last < gap_ms => start,
+                _ => r.at(),
+            };
+            current = Some((start, r.at()));
+            sessions.entry(start).or_default().push(r);
+        }
+    }
+    out
+}
+
 /// The text of a decimal in nano-units.
 pub fn decimal_text(n: i128) -> Json {
     Decimal::from_nano_units(n).map_or(Json::Null, |d| json!(d.to_string()))
@@ -102,6 +131,29 @@ pub fn fold<R: OracleRecord>(records: &[&R]) -> BTreeMap<&'static str, Json> {
         }
     }
     out
+}
+
+/// [`fold`] as InfluxDB holds it (`docs/INFLUXDB.md`): `sum`, `avg`, `min`, `max` and `last`
+/// as doubles — a decimal's nano-units divided by 10⁹ in double arithmetic, as the aggregator
+/// converts them — `count` and `last_time` as integers.
+pub fn fold_doubles<R: OracleRecord>(records: &[&R]) -> BTreeMap<&'static str, Json> {
+    fold(records)
+        .into_iter()
+        .map(|(field, v)| {
+            let v = match v {
+                Json::String(text) => {
+                    let nanos = text
+                        .parse::<Decimal>()
+                        .ok()
+                        .and_then(|d| d.to_nano_units().ok())
+                        .unwrap_or_else(|| panic!("fold gave a bad decimal {text:?}"));
+                    json!(nanos as f64 / 1e9)
+                }
+                other => other,
+            };
+            (field, v)
+        })
+        .collect()
 }
 
 /// Equal JSON, numbers compared as doubles (`1024` and `1024.0` are the same value).

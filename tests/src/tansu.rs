@@ -134,3 +134,41 @@ impl Drop for Tansu {
         let _ = self.stop();
     }
 }
+
+/// An idempotent producer to `tansu`.
+///
+/// # Errors
+/// librdkafka's message when the producer cannot be created.
+pub fn idempotent_producer(tansu: &Tansu) -> Result<rdkafka::producer::BaseProducer, String> {
+    rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", tansu.bootstrap())
+        .set("enable.idempotence", "true")
+        .create()
+        .map_err(|e| e.to_string())
+}
+
+/// Produces every `(key, value)` message to `topic` in order (waiting for queue room when
+/// librdkafka's queue is full), then flushes.
+///
+/// # Errors
+/// librdkafka's message when the flush does not complete within 30 s.
+pub fn produce_all<'a>(
+    p: &rdkafka::producer::BaseProducer,
+    topic: &str,
+    messages: impl IntoIterator<Item = (&'a [u8], Vec<u8>)>,
+) -> Result<(), String> {
+    use rdkafka::producer::{BaseRecord, Producer as _};
+    for (key, value) in messages {
+        let mut record = BaseRecord::to(topic).key(key).payload(value.as_slice());
+        loop {
+            match p.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    p.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    p.flush(Duration::from_secs(30)).map_err(|e| e.to_string())
+}

@@ -20,16 +20,12 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use Val::{Dec, F};
 use meshmon_proto::nanos_to_timestamp;
 use meshmon_proto::v1::{self, AckStatus, Decimal, RecordBatch};
-use meshmon_tests::{
-    Aggregator, LogsOnFailure, Proc, binary, get_json, grpc_push, http, path_str, prometheus_value, query_value,
-    wait_for,
-};
+use meshmon_tests::{Aggregator, LogsOnFailure, get_json, grpc_push, http, prometheus_value, query_value, wait_for};
 use serde_json::{Value as Json, json};
 
 const AGENT_ID: &str = "e2e-agent";
@@ -399,43 +395,6 @@ fn poll_ok(what: &str, mut check: impl FnMut() -> Result<(), String>) {
     }
 }
 
-fn start_agent(dir: &Path, grpc: SocketAddr) -> (Proc, SocketAddr) {
-    let config = dir.join("agent.toml");
-    let state = dir.join("agent-state");
-    std::fs::write(
-        &config,
-        format!(
-            r#"agent_id = "{AGENT_ID}"
-cluster = ""
-node = "agent-host"
-output = "http://{grpc}"
-grpc_listen = "127.0.0.1:0"
-http_listen = "127.0.0.1:0"
-metrics_listen = "127.0.0.1:0"
-batch_max_records = 3
-batch_max_delay = "20ms"
-state_dir = "{}"
-shutdown_timeout = "20s"
-
-[plugins.system]
-enabled = false
-"#,
-            state.display()
-        ),
-    )
-    .unwrap();
-    let bin = binary("meshmon-agent", "meshmon-agent").unwrap();
-    let args = ["--config", path_str(&config).unwrap(), "--print-addresses"];
-    let mut proc = Proc::start("agent", &bin, &args, &[("MESHMON_AGENT_LOG", "info")], dir).unwrap();
-    let http = proc
-        .wait_for_log_line("the agent's addresses", TIMEOUT, |line| {
-            let v: Json = serde_json::from_str(line).ok()?;
-            v["http"].as_str()?.parse::<SocketAddr>().ok()
-        })
-        .unwrap();
-    (proc, http)
-}
-
 #[test]
 fn agent_and_direct_pushes_give_exact_aggregates_and_drill_downs() {
     let dir = tempfile::tempdir().unwrap();
@@ -455,7 +414,7 @@ max_past = "0"
     let mut aggregator = Aggregator::start(dir.path(), config).unwrap();
     logs.add(&aggregator.proc);
     let api = aggregator.http;
-    let (mut agent, agent_http) = start_agent(dir.path(), aggregator.grpc);
+    let (mut agent, agent_http) = meshmon_tests::start_agent(dir.path(), AGENT_ID, aggregator.grpc).unwrap();
     logs.add(&agent);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
 

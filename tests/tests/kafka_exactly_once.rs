@@ -160,20 +160,8 @@ fn producer(tansu: &Tansu) -> BaseProducer {
 }
 
 fn produce(p: &BaseProducer, topic: &str, batches: &[Vec<Rec>]) {
-    for b in batches {
-        let (key, value) = encode(b);
-        let mut record = BaseRecord::to(topic).key(key.as_bytes()).payload(value.as_slice());
-        loop {
-            match p.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    record = back;
-                    p.poll(Duration::from_millis(10));
-                }
-            }
-        }
-    }
-    p.flush(Duration::from_secs(30)).unwrap();
+    let encoded: Vec<(String, Vec<u8>)> = batches.iter().map(|b| encode(b)).collect();
+    meshmon_tests::tansu::produce_all(p, topic, encoded.iter().map(|(k, v)| (k.as_bytes(), v.clone()))).unwrap();
 }
 
 // ------------------------------------------------------------------ the oracle

@@ -16,7 +16,9 @@ use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::config::{ConfigError, MAX_NAME_LEN};
 use crate::duration::{format_duration, parse_duration, serde_text};
-use crate::plugins::{http, kafka, log, mysql, postgresql, process, prometheus, rabbitmq, redis, statsd, tcp};
+use crate::plugins::{
+    ErrorReason, PluginError, http, kafka, log, mysql, postgresql, process, prometheus, rabbitmq, redis, statsd, tcp,
+};
 
 /// What each plugin kind's own settings provide to the shared instance handling.
 pub trait PluginSettings: Serialize + DeserializeOwned + Clone + PartialEq + std::fmt::Debug + Default {
@@ -151,6 +153,70 @@ impl SecretRef {
         }
         Ok(None)
     }
+
+    /// [`SecretRef::read`] for a plugin: a failure becomes a [`PluginError`] naming `what`
+    /// (`io` for an unreadable file, `other` for an unset variable).
+    ///
+    /// # Errors
+    /// [`PluginError`] when the variable is unset or the file unreadable.
+    pub fn read_for(&self, what: &str) -> Result<Option<String>, PluginError> {
+        self.read().map_err(|e| {
+            let reason = match e {
+                SecretError::File { .. } => ErrorReason::Io,
+                SecretError::MissingEnv(_) => ErrorReason::Other,
+            };
+            PluginError::new(reason, format!("cannot read the {what}: {e}"))
+        })
+    }
+}
+
+/// Checks the connection settings the database plugins share (`host`, `port`, `user`,
+/// `connect_timeout`) of the instance at `field`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming the setting.
+pub fn check_server(
+    field: &str,
+    host: &str,
+    port: u16,
+    user: &str,
+    connect_timeout: Duration,
+) -> Result<(), ConfigError> {
+    if host.trim().is_empty() {
+        return Err(ConfigError::invalid(format!("{field}.host"), "must not be empty"));
+    }
+    if port == 0 {
+        return Err(ConfigError::invalid(format!("{field}.port"), "must be 1..65535"));
+    }
+    if user.is_empty() {
+        return Err(ConfigError::invalid(format!("{field}.user"), "must not be empty"));
+    }
+    if connect_timeout.is_zero() {
+        return Err(ConfigError::invalid(format!("{field}.connect_timeout"), "must be positive"));
+    }
+    Ok(())
+}
+
+/// Checks a metric-name prefix (`prefix` of the prometheus and statsd plugins): empty, or at
+/// most `max_len` bytes without blanks or control characters, not starting or ending with `.`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `field`.
+pub fn check_prefix(field: &str, prefix: &str, max_len: usize) -> Result<(), ConfigError> {
+    let ok = prefix.is_empty()
+        || (prefix.len() <= max_len
+            && !prefix.starts_with('.')
+            && !prefix.ends_with('.')
+            && !prefix.chars().any(|c| c.is_control() || c.is_whitespace()));
+    if ok {
+        return Ok(());
+    }
+    Err(ConfigError::invalid(
+        field,
+        format!(
+            "must be at most {max_len} bytes without blanks or control characters, not starting or ending with '.'"
+        ),
+    ))
 }
 
 /// The `[plugins]` table.

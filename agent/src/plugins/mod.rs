@@ -161,6 +161,14 @@ pub struct PluginContext {
 }
 
 impl PluginContext {
+    /// A context outside a running agent (tools, tests, embedding): fresh metrics, state under
+    /// `state_dir`. Plugins' background tasks stop when the returned sender sends `true` or is
+    /// dropped.
+    pub fn standalone(state_dir: impl Into<PathBuf>) -> (PluginContext, watch::Sender<bool>) {
+        let (stop, shutdown) = watch::channel(false);
+        (PluginContext { state_dir: state_dir.into(), shutdown, metrics: Arc::new(Metrics::new()) }, stop)
+    }
+
     /// The directory for the state files of plugin instance `name` (created if missing).
     ///
     /// # Errors
@@ -247,4 +255,29 @@ pub fn build_all(config: &PluginsConfig, ctx: &PluginContext) -> Result<Vec<Sche
     build_kind(&config.prometheus, ctx, &mut out)?;
     build_kind(&config.statsd, ctx, &mut out)?;
     Ok(out)
+}
+
+/// Servers that misbehave, for the plugins' unit tests.
+#[cfg(test)]
+pub(crate) mod test_support {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    /// A loopback port nothing listens on (bound, then released).
+    pub fn closed_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    }
+
+    /// A loopback server that accepts connections and never answers (stops when the handle is
+    /// aborted), and its port.
+    pub async fn silent_server() -> (u16, tokio::task::JoinHandle<()>) {
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((sock, _)) = silent.accept().await {
+                held.push(sock);
+            }
+        });
+        (port, task)
+    }
 }

@@ -8,7 +8,8 @@
 //! instance's health records ([`HEALTH_METRICS`], tags `plugin` and `kind`) — also when the
 //! collection failed, so a dead source shows on the dashboards — and hands everything to the
 //! ingress: a full queue drops a sample (counted), except for [`Plugin::lossless`] plugins, which
-//! wait for room. Touches the ingress and the instance's [`PluginHealth`].
+//! wait for room, are never interrupted by shutdown and collect once more before the agent
+//! flushes. Touches the ingress and the instance's [`PluginHealth`].
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -53,7 +54,9 @@ pub fn health_records(
         .collect()
 }
 
-/// Runs `s` until shutdown.
+/// Runs `s` until shutdown. A [`Plugin::lossless`] instance is never interrupted mid-collection
+/// and, once shutdown is requested, collects one last time so that what its source handed over
+/// since the previous tick (StatsD packets, log lines) is enqueued before the agent flushes.
 pub async fn run(
     mut s: Scheduled,
     ingress: Arc<Ingress>,
@@ -61,6 +64,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     info!(plugin = %s.name, kind = s.kind, interval = ?s.interval, timeout = ?s.timeout, "plugin started");
+    let lossless = s.plugin.lossless();
     let mut ticks = tokio::time::interval(s.interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_tick: Option<tokio::time::Instant> = None;
@@ -77,53 +81,64 @@ pub async fn run(
             }
         }
         last_tick = Some(tick);
-        let at = SystemTime::now();
-        let started = Instant::now();
-        let result = tokio::select! {
-            r = tokio::time::timeout(s.timeout, s.plugin.collect(at)) => r,
-            () = shutting_down(&mut shutdown) => break,
-        };
-        let took = started.elapsed();
-        let outcome = match result {
-            Ok(Ok(records)) => Ok(records),
-            Ok(Err(e)) => Err(e),
-            Err(_) => {
-                Err(PluginError::new(ErrorReason::Timeout, format!("collection did not finish within {:?}", s.timeout)))
-            }
-        };
-        let succeeded = outcome.is_ok();
-        let mut records = match outcome {
-            Ok(records) => {
-                health.succeeded(records.len(), took, at);
-                debug!(plugin = %s.name, records = records.len(), ?took, "plugin collected");
-                let mut all = records;
-                let n = all.len();
-                all.extend(health_records(&s.name, s.kind, at, Ok(n), took.as_secs_f64()));
-                all
-            }
-            Err(e) => {
-                let was_healthy = health.healthy() != Some(false);
-                health.failed(e.reason, &e.message, took);
-                if was_healthy || ingress.metrics().log_allowed("plugin_error") {
-                    warn!(plugin = %s.name, kind = s.kind, reason = e.reason.as_str(), "plugin collection failed: {}", e.message);
-                }
-                health_records(&s.name, s.kind, at, Err(()), took.as_secs_f64())
-            }
-        };
-        let delivered = if s.plugin.lossless() {
+        let closed = if lossless {
+            collect_once(&mut s, &ingress, &health).await
+        } else {
             tokio::select! {
-                r = ingress.collect_wait(std::mem::take(&mut records)) => r,
+                closed = collect_once(&mut s, &ingress, &health) => closed,
                 () = shutting_down(&mut shutdown) => break,
             }
-        } else {
-            ingress.collect(&s.name, std::mem::take(&mut records))
         };
-        match delivered {
-            Ok(_) if succeeded => s.plugin.enqueued(),
-            Ok(_) => {}
-            Err(SubmitError::Closed) => break,
-            Err(_) => {} // counted and logged by the ingress
+        if closed {
+            info!(plugin = %s.name, "plugin stopped: the agent is shutting down");
+            return;
         }
     }
+    if lossless {
+        let _ = collect_once(&mut s, &ingress, &health).await;
+    }
     info!(plugin = %s.name, "plugin stopped");
+}
+
+/// One collection under the timeout, its health records, and their delivery. True when the
+/// ingress is closed (the agent is shutting down).
+async fn collect_once(s: &mut Scheduled, ingress: &Ingress, health: &PluginHealth) -> bool {
+    let at = SystemTime::now();
+    let started = Instant::now();
+    let result = tokio::time::timeout(s.timeout, s.plugin.collect(at)).await;
+    let took = started.elapsed();
+    let outcome = match result {
+        Ok(Ok(records)) => Ok(records),
+        Ok(Err(e)) => Err(e),
+        Err(_) => {
+            Err(PluginError::new(ErrorReason::Timeout, format!("collection did not finish within {:?}", s.timeout)))
+        }
+    };
+    let succeeded = outcome.is_ok();
+    let records = match outcome {
+        Ok(mut records) => {
+            health.succeeded(records.len(), took, at);
+            debug!(plugin = %s.name, records = records.len(), ?took, "plugin collected");
+            let n = records.len();
+            records.extend(health_records(&s.name, s.kind, at, Ok(n), took.as_secs_f64()));
+            records
+        }
+        Err(e) => {
+            let was_healthy = health.healthy() != Some(false);
+            health.failed(e.reason, &e.message, took);
+            if was_healthy || ingress.metrics().log_allowed("plugin_error") {
+                warn!(plugin = %s.name, kind = s.kind, reason = e.reason.as_str(), "plugin collection failed: {}", e.message);
+            }
+            health_records(&s.name, s.kind, at, Err(()), took.as_secs_f64())
+        }
+    };
+    let delivered =
+        if s.plugin.lossless() { ingress.collect_wait(records).await } else { ingress.collect(&s.name, records) };
+    match delivered {
+        Ok(_) if succeeded => s.plugin.enqueued(),
+        Ok(_) => {}
+        Err(SubmitError::Closed) => return true,
+        Err(_) => {} // counted and logged by the ingress
+    }
+    false
 }

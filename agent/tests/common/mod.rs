@@ -306,3 +306,21 @@ pub async fn dead_address() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     l.local_addr().unwrap()
 }
+
+/// A plugin context for tests: state in a fresh temp dir, and the sender that stops the plugins'
+/// background tasks.
+pub struct PluginCtx {
+    /// The context to build plugins with.
+    pub ctx: meshmon_agent::plugins::PluginContext,
+    /// Sends the shutdown (`true`); dropping it stops background tasks too.
+    pub stop: watch::Sender<bool>,
+    /// The state directory (removed on drop).
+    pub dir: tempfile::TempDir,
+}
+
+/// A fresh [`PluginCtx`].
+pub fn plugin_ctx() -> PluginCtx {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (ctx, stop) = meshmon_agent::plugins::PluginContext::standalone(dir.path());
+    PluginCtx { ctx, stop, dir }
+}

@@ -1,9 +1,10 @@
 //! The JSON API handlers, `/healthz` and `/metrics`.
 //!
 //! Role: one small async handler per route (table in `mod.rs`): parse the query (`params.rs`),
-//! read the store on actix's blocking pool, shape the answer (`json.rs`). Every failure is an
-//! [`ApiError`] (a JSON 4xx/5xx). Touches the store (reads only), the runtime metrics (reads
-//! only) and the wall clock (default time ranges when no watermark is known).
+//! read the embedded store on actix's blocking pool (raw records: the configured raw store),
+//! shape the answer (`json.rs`). Every failure is an [`ApiError`] (a JSON 4xx/5xx). Touches
+//! the stores (reads only), the runtime metrics (reads only) and the wall clock (default time
+//! ranges when no watermark is known).
 
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -75,10 +76,14 @@ async fn healthz(state: web::Data<HttpState>) -> ApiResult {
 }
 
 async fn prometheus(state: web::Data<HttpState>) -> HttpResponse {
+    let mut text = state.metrics.render();
+    if let Some(hbase) = state.raw.hbase_metrics() {
+        hbase.render(&mut text);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .insert_header((CACHE_CONTROL, "no-store"))
-        .body(state.metrics.render())
+        .body(text)
 }
 
 async fn not_found(req: HttpRequest) -> ApiResult {
@@ -213,16 +218,18 @@ async fn raw(state: web::Data<HttpState>, req: HttpRequest) -> ApiResult {
     let token = p.get("page_token").map(str::to_owned);
     let (store, spec, lateness) = (state.store.clone(), state.engine.window, state.engine.allowed_lateness);
     let (m, d) = (metric.clone(), dimension.clone());
-    let (window, count, page) = blocking(move || {
-        let (window, count) = resolve_window(&store, &m, &d, &spec, (start_ms, start), end)?;
-        let query = DrillDown { metric: m, dimension: d, window_spec: spec, window, allowed_lateness: lateness };
-        let page = store.drill_down(&query, page_size, token.as_deref()).map_err(|e| match e {
-            StoreError::InvalidPageToken(why) => ApiError::bad(format!("parameter \"page_token\": {why}")),
-            other => ApiError::Store(other),
-        })?;
-        Ok((window, count, page))
-    })
-    .await?;
+    let (window, count) = blocking(move || resolve_window(&store, &m, &d, &spec, (start_ms, start), end)).await?;
+    let query = DrillDown {
+        metric: metric.clone(),
+        dimension: dimension.clone(),
+        window_spec: spec,
+        window,
+        allowed_lateness: lateness,
+    };
+    let page = state.raw.drill_down(query, page_size, token).await.map_err(|e| match e {
+        StoreError::InvalidPageToken(why) => ApiError::bad(format!("parameter \"page_token\": {why}")),
+        other => ApiError::Store(other),
+    })?;
     let records: Vec<RecordView> = page.records.iter().map(RecordView::of_raw).collect();
     ok_json(&json!({
         "metric": metric,

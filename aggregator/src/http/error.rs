@@ -1,7 +1,8 @@
 //! `ApiError`: why an API request failed, and its JSON response.
 //!
 //! Role: the one error type of the HTTP handlers. Bad parameters are 400, unknown routes 404,
-//! an invalid drill-down page token 400, other store failures 500; every one is answered as
+//! an invalid drill-down page token 400, an unreachable HBase raw store 503, other store
+//! failures 500; every one is answered as
 //! `{"error": "<message>"}` with `Content-Type: application/json`. Touches nothing else.
 
 use actix_web::http::StatusCode;
@@ -19,7 +20,8 @@ pub enum ApiError {
     /// No such route or object (404).
     #[error("{0}")]
     NotFound(String),
-    /// The store failed; an invalid page token is the client's fault (400), anything else 500.
+    /// The store failed; an invalid page token is the client's fault (400), an unreachable
+    /// HBase raw store 503, anything else 500.
     #[error("{0}")]
     Store(#[from] StoreError),
     /// Something else on the server side failed (500).
@@ -39,6 +41,7 @@ impl ResponseError for ApiError {
         match self {
             ApiError::BadRequest(_) | ApiError::Store(StoreError::InvalidPageToken(_)) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

@@ -54,6 +54,9 @@ pub enum PipelineError {
     /// The engine state could not be encoded.
     #[error("engine snapshot: {0}")]
     Snapshot(#[from] SnapshotError),
+    /// InfluxDB did not take what was queued before a checkpoint (stopping while it is down).
+    #[error(transparent)]
+    Influx(#[from] crate::sinks::influxdb::InfluxError),
 }
 
 impl Message for IngestBatch {

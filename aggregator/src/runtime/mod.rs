@@ -2,10 +2,12 @@
 //!
 //! Role: `Pipeline::start` builds, inside a running actix system, gRPC ingest → `RouterActor`
 //! (gate, dedup, watermark) → N `ShardActor`s (one per core by default, each on its own
-//! thread, series sharded by metric) → `StoreActor` (embedded store, its own thread). Watermarks
-//! and ticks travel the same mailboxes as data. Mailboxes are bounded and every hop awaits the
-//! next, so a slow store slows ingest rather than losing data. Touches the store file, the
-//! listening socket and the wall clock (here only).
+//! thread, series sharded by metric) → `StoreActor` (embedded store, its own thread; raw
+//! records to the HBase raw store instead when one is given, `store.kind = "hbase"`).
+//! Watermarks and ticks travel the same mailboxes as data. Mailboxes are bounded and every hop
+//! awaits the next, so a slow store slows ingest rather than losing data. A durable output
+//! that fails for good raises the pipeline's [`Failure`], which stops `serve` (fail-stop).
+//! Touches the store file, the listening socket and the wall clock (here only).
 
 pub mod clock;
 pub mod ingest;
@@ -24,7 +26,8 @@ use actix::{Actor, Addr, Arbiter};
 
 use crate::engine::snapshot::{EngineSnapshot, RestoreError, split_shards};
 use crate::engine::{ConfigError, EngineConfig, IngestGate, Nanos, ShardEngine};
-use crate::store::{EmbeddedStore, StoreConfig, StoreError};
+use crate::store::hbase::HbaseRaw;
+use crate::store::{EmbeddedStore, RawStore, StoreConfig, StoreError};
 use metrics::RuntimeMetrics;
 use router::RouterActor;
 use shard::ShardActor;
@@ -73,6 +76,48 @@ pub struct StartOptions {
     pub outputs: DurableOutputs,
     /// Processing time comes from the source (ticks sent by it), not the router's wall clock.
     pub external_ticks: bool,
+    /// Keep raw records in HBase instead of the embedded store (`store.kind = "hbase"`).
+    pub hbase: Option<HbaseRaw>,
+}
+
+/// Why the pipeline can no longer go on, once something failed for good (an HBase raw-row
+/// write after its retries). Cheap to clone; every clone sees the first failure.
+#[derive(Debug, Clone)]
+pub struct Failure(Arc<tokio::sync::watch::Sender<Option<String>>>);
+
+impl Default for Failure {
+    fn default() -> Self {
+        Failure(Arc::new(tokio::sync::watch::channel(None).0))
+    }
+}
+
+impl Failure {
+    /// Records the failure (the first one wins) and wakes every [`wait`](Self::wait).
+    pub fn fail(&self, why: impl Into<String>) {
+        let why = why.into();
+        self.0.send_if_modified(|v| {
+            if v.is_some() {
+                return false;
+            }
+            *v = Some(why);
+            true
+        });
+    }
+
+    /// The failure, if one happened.
+    pub fn get(&self) -> Option<String> {
+        self.0.borrow().clone()
+    }
+
+    /// Resolves with the failure once one happens.
+    pub async fn wait(&self) -> String {
+        let mut rx = self.0.subscribe();
+        match rx.wait_for(Option::is_some).await {
+            Ok(v) => v.clone().unwrap_or_default(),
+            // The sender lives in `self`: it cannot be dropped while we wait.
+            Err(_) => std::future::pending().await,
+        }
+    }
 }
 
 /// A running pipeline.
@@ -82,6 +127,10 @@ pub struct Pipeline {
     pub router: Addr<RouterActor>,
     /// The store, for queries (reads run concurrently with the store actor's writes).
     pub store: Arc<EmbeddedStore>,
+    /// Where raw records are kept and drilled down into (the embedded store, or HBase).
+    pub raw: RawStore,
+    /// Raised when a durable output failed for good; `serve` then stops.
+    pub failure: Failure,
     /// Self-metrics.
     pub metrics: Arc<RuntimeMetrics>,
     /// The configuration it runs with.
@@ -123,11 +172,17 @@ impl Pipeline {
                 (gate, engines)
             }
         };
+        let failure = Failure::default();
+        let raw = match &options.hbase {
+            Some(hbase) => RawStore::Hbase { hbase: hbase.clone(), listings: store.clone() },
+            None => RawStore::Embedded(store.clone()),
+        };
         let store_actor = {
             let (store, metrics, every, outputs) =
                 (store.clone(), metrics.clone(), config.retention_every, options.outputs);
+            let (hbase, failure) = (options.hbase, failure.clone());
             StoreActor::start_in_arbiter(&Arbiter::new().handle(), move |_| {
-                StoreActor::new(store, metrics, every, outputs)
+                StoreActor::new(store, metrics, every, outputs).with_hbase(hbase, failure)
             })
         };
         let flush_every = Nanos::try_from(config.flush_every.as_nanos()).unwrap_or(Nanos::MAX);
@@ -143,7 +198,7 @@ impl Pipeline {
             .collect();
         let ticks = (!options.external_ticks).then_some(config.tick_every);
         let router = RouterActor::new(&config.engine, gate, shards, store_actor, metrics.clone(), ticks).start();
-        Ok(Pipeline { router, store, metrics, config: Arc::new(config) })
+        Ok(Pipeline { router, store, raw, failure, metrics, config: Arc::new(config) })
     }
 
     /// The gRPC ingest service of this pipeline.

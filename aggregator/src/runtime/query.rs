@@ -1,11 +1,12 @@
 //! `meshmon.v1.Query`: the drill-down service over gRPC.
 //!
-//! Role: answers `ListMetrics`, `Aggregates` and `RawRecords` from the pipeline's
-//! [`EmbeddedStore`] — the same reads as the HTTP `/api/metrics`, `/api/aggregates` and
-//! `/api/raw`, with the same pagination tokens — converting between the wire types and the
-//! engine's (`kafka/aggregate_update.rs` has the engine → wire direction). Every store read
-//! runs on tokio's blocking pool. A bad request is `INVALID_ARGUMENT` naming the field, a
-//! store failure `INTERNAL`; no input panics. Touches the store (reads only).
+//! Role: answers `ListMetrics` and `Aggregates` from the pipeline's [`EmbeddedStore`] and
+//! `RawRecords` from the configured [`RawStore`] (the embedded store or HBase) — the same
+//! reads as the HTTP `/api/metrics`, `/api/aggregates` and `/api/raw`, with the same pagination
+//! tokens — converting between the wire types and the engine's (`kafka/aggregate_update.rs`
+//! has the engine → wire direction). Every embedded-store read runs on tokio's blocking pool.
+//! A bad request is `INVALID_ARGUMENT` naming the field, an unreachable HBase `UNAVAILABLE`,
+//! another store failure `INTERNAL`; no input panics. Touches the stores (reads only).
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -19,12 +20,14 @@ use crate::engine::time::{MAX_EVENT_TIME, MIN_EVENT_TIME, align_down};
 use crate::engine::{Dimension, DimensionField, Nanos, Value, Window, WindowSpec};
 use crate::http::{DEFAULT_RAW_PAGE_SIZE, MAX_RAW_PAGE_SIZE};
 use crate::kafka::aggregate_update::{stats_to_proto, window_spec_to_proto};
-use crate::store::{DrillDown, EmbeddedStore, RawRecordView, StoreError, StoredPoint};
+use crate::store::{DrillDown, EmbeddedStore, RawRecordView, RawStore, StoreError, StoredPoint};
 
 /// The `meshmon.v1.Query` service of one pipeline.
 #[derive(Debug, Clone)]
 pub struct QueryService {
     store: Arc<EmbeddedStore>,
+    /// Where raw records are drilled down into.
+    raw: RawStore,
     /// The window spec the engine runs with (a request naming it gets it exactly).
     window: WindowSpec,
     /// The engine's allowed lateness (decides which raw records are behind a point).
@@ -32,9 +35,17 @@ pub struct QueryService {
 }
 
 impl QueryService {
-    /// The service over `store`, for an engine running `window` with `allowed_lateness`.
+    /// The service over `store` (also for raw records), for an engine running `window` with
+    /// `allowed_lateness`.
     pub fn new(store: Arc<EmbeddedStore>, window: WindowSpec, allowed_lateness: Nanos) -> QueryService {
-        QueryService { store, window, allowed_lateness }
+        let raw = RawStore::Embedded(store.clone());
+        QueryService { store, raw, window, allowed_lateness }
+    }
+
+    /// This service reading raw records from `raw` (the configured raw store).
+    pub fn with_raw_store(mut self, raw: RawStore) -> QueryService {
+        self.raw = raw;
+        self
     }
 
     /// The engine window spec a request names: the configured one when the request names it
@@ -65,7 +76,11 @@ fn bad(message: String) -> Status {
 }
 
 fn store_error(e: StoreError) -> Status {
-    Status::internal(format!("store: {e}"))
+    match e {
+        StoreError::InvalidPageToken(why) => bad(format!("page_token: {why}")),
+        e if e.is_transient() => Status::unavailable(format!("store: {e}")),
+        e => Status::internal(format!("store: {e}")),
+    }
 }
 
 /// The metric of a request: non-empty.
@@ -190,9 +205,10 @@ fn point_to_proto(p: &StoredPoint) -> v1::AggregatePoint {
     }
 }
 
-/// The wire form of a stored raw record, with its identity.
-fn raw_record_to_proto(v: &RawRecordView) -> Result<v1::RawRecord, Status> {
-    let r = &v.record;
+/// The wire form of a stored raw record, with its identity (moved, not copied: a page can
+/// hold 10 000 records).
+fn raw_record_to_proto(v: RawRecordView) -> Result<v1::RawRecord, Status> {
+    let r = v.record;
     let value = match r.value {
         Value::Float(f) => v1::record::Value::DoubleValue(f),
         Value::Decimal(n) => v1::record::Value::DecimalValue(
@@ -204,13 +220,13 @@ fn raw_record_to_proto(v: &RawRecordView) -> Result<v1::RawRecord, Status> {
         sequence: v.id.sequence,
         index: v.id.index,
         record: Some(v1::Record {
-            metric: r.metric.clone(),
+            metric: r.metric,
             value: Some(value),
             event_time: Some(nanos_to_timestamp(r.time)),
-            cluster: r.cluster.clone(),
-            node: r.node.clone(),
-            tags: r.tags.iter().cloned().collect(),
-            raw: v.raw.clone(),
+            cluster: r.cluster,
+            node: r.node,
+            tags: r.tags.into_iter().collect(),
+            raw: v.raw,
         }),
     })
 }
@@ -299,17 +315,11 @@ impl Query for QueryService {
         };
         let token = (!r.page_token.is_empty()).then_some(r.page_token);
         let lateness = self.allowed_lateness;
-        let page = self
-            .blocking(move |store| {
-                let window = resolve_window(store, &metric, &dimension, &spec, start)?;
-                let query = DrillDown { metric, dimension, window_spec: spec, window, allowed_lateness: lateness };
-                store.drill_down(&query, page_size, token.as_deref()).map_err(|e| match e {
-                    StoreError::InvalidPageToken(why) => bad(format!("page_token: {why}")),
-                    other => store_error(other),
-                })
-            })
-            .await?;
-        let records = page.records.iter().map(raw_record_to_proto).collect::<Result<Vec<_>, Status>>()?;
+        let (m, d) = (metric.clone(), dimension.clone());
+        let window = self.blocking(move |store| resolve_window(store, &m, &d, &spec, start)).await?;
+        let query = DrillDown { metric, dimension, window_spec: spec, window, allowed_lateness: lateness };
+        let page = self.raw.drill_down(query, page_size, token).await.map_err(store_error)?;
+        let records = page.records.into_iter().map(raw_record_to_proto).collect::<Result<Vec<_>, Status>>()?;
         Ok(Response::new(v1::RawRecordsResponse { records, next_page_token: page.next_page_token.unwrap_or_default() }))
     }
 }

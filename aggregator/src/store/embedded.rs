@@ -23,7 +23,8 @@ use super::drilldown::{DrillDown, RawPage};
 use super::error::{StoreError, corrupt_key, corrupt_value};
 use super::keybytes::{KeyReader, prefix_end};
 use super::keys::{
-    dead_letter_bound, decode_dead_letter_key, decode_dimension_key, dimension_key, point_key, series_prefix,
+    dead_letter_bound, decode_dead_letter_key, decode_dimension_key, decode_node_cluster_key, dimension_key,
+    node_cluster_key, point_key, series_prefix,
 };
 use super::retention::RetentionReport;
 use super::row_key::RowKeyLayout;
@@ -54,13 +55,16 @@ pub struct EmbeddedStore {
 /// Format version of the stored layout record.
 const LAYOUT_V1: u8 = 1;
 
-fn encode_layout(layout: &RowKeyLayout) -> Vec<u8> {
+/// The layout record: format version, salt buckets, bucket size (big-endian ns). The HBase
+/// store keeps the same bytes in its layout row.
+pub(crate) fn encode_layout(layout: &RowKeyLayout) -> Vec<u8> {
     let mut out = vec![LAYOUT_V1, layout.salt_buckets()];
     out.extend_from_slice(&layout.bucket_size().to_be_bytes());
     out
 }
 
-fn describe_layout(bytes: &[u8]) -> String {
+/// A layout record in words, for errors.
+pub(crate) fn describe_layout(bytes: &[u8]) -> String {
     match bytes {
         [LAYOUT_V1, salts, size @ ..] if size.len() == 8 => {
             let mut b = [0u8; 8];
@@ -123,7 +127,20 @@ impl EmbeddedStore {
             return Ok(());
         }
         let txn = self.db.begin_write()?;
-        super::write::apply(&txn, &self.layout, batch)?;
+        super::write::apply(&txn, &self.layout, batch, super::write::RawRows::Store)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Like [`write`](Self::write), for a pipeline whose raw records are kept in another store
+    /// (HBase): aggregate changes and dead letters are written, the raw rows only listed
+    /// (their metrics, and the clusters of their nodes), not stored. All or nothing.
+    pub fn write_raw_elsewhere(&self, batch: &WriteBatch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let txn = self.db.begin_write()?;
+        super::write::apply(&txn, &self.layout, batch, super::write::RawRows::ListOnly)?;
         txn.commit()?;
         Ok(())
     }
@@ -195,6 +212,24 @@ impl EmbeddedStore {
     ) -> Result<RawPage, StoreError> {
         let txn = self.db.begin_read()?;
         super::drilldown::drill_down(&txn, &self.layout, query, page_size, page_token)
+    }
+
+    /// Every cluster `node` ever reported `metric` under (the `node_clusters` listing, written
+    /// with raw rows — also when they are kept in HBase), sorted.
+    pub fn node_clusters(&self, metric: &str, node: &str) -> Result<Vec<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(NODE_CLUSTERS)?;
+        let prefix = node_cluster_key(metric, node, None);
+        let range = match prefix_end(&prefix) {
+            Some(end) => table.range::<&[u8]>(prefix.as_slice()..end.as_slice())?,
+            None => table.range::<&[u8]>(prefix.as_slice()..)?,
+        };
+        let mut out = Vec::new();
+        for item in range {
+            let (k, _) = item?;
+            out.push(decode_node_cluster_key(k.value()).map_err(corrupt_key("node_clusters"))?);
+        }
+        Ok(out)
     }
 
     /// Dead letters that arrived in `[from, to)`, oldest first, at most `limit`.

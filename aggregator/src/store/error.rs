@@ -1,9 +1,12 @@
 //! Errors of the embedded store.
 //!
 //! Role: [`StoreError`], the one error type of the store's public API: database failures
-//! (wrapping `redb::Error`), corrupt stored bytes, bad page tokens and configuration problems.
-//! Touches nothing else.
+//! (wrapping `redb::Error`), corrupt stored bytes, bad page tokens, configuration problems,
+//! and failures of the HBase raw store when it is the configured one (an [`HbaseError`]
+//! that is a plain store error — a corrupt row, a bad token — converts to that error, so
+//! callers handle both stores alike). Touches nothing else.
 
+use super::hbase::HbaseError;
 use super::keybytes::KeyError;
 use super::wire::CodecError;
 
@@ -35,6 +38,12 @@ pub enum StoreError {
     /// A setting is out of range.
     #[error("invalid store configuration: {0}")]
     Config(String),
+    /// The HBase raw store failed (connection, server error, retries exhausted, …).
+    #[error("HBase raw store: {0}")]
+    Hbase(Box<HbaseError>),
+    /// A read was abandoned before it completed (its thread panicked or the server stops).
+    #[error("store read did not complete: {0}")]
+    Aborted(String),
     /// The store file was created with another row-key layout.
     #[error("store was created with {stored}, but is opened with {configured}; the row-key layout cannot change")]
     LayoutMismatch {
@@ -43,6 +52,22 @@ pub enum StoreError {
         /// The layout asked for.
         configured: String,
     },
+}
+
+impl StoreError {
+    /// True when retrying later may succeed: the HBase raw store is unreachable or busy.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Hbase(e) if e.is_transient())
+    }
+}
+
+impl From<HbaseError> for StoreError {
+    fn from(e: HbaseError) -> StoreError {
+        match e {
+            HbaseError::Store(inner) => inner,
+            other => StoreError::Hbase(Box::new(other)),
+        }
+    }
 }
 
 macro_rules! via_redb_error {

@@ -3,9 +3,10 @@
 //! Role: [`EmbeddedStore`] keeps aggregate points (corrections overwrite, retractions delete),
 //! the raw records behind them for exact drill-down, dead letters and listings in one redb file;
 //! [`RawRowKey`] is the one raw-record row-key design the embedded store and the HBase store
-//! share. [`WriteBatchSink`] turns engine output into [`WriteBatch`]es. Layouts, exactness of
-//! drill-down, retention and durability are described in `docs/STORAGE.md`. Touches the engine
-//! only through its public output types; no other module depends on this one.
+//! (`hbase/`) share; [`RawStore`] is whichever of the two keeps raw records (`store.kind`).
+//! [`WriteBatchSink`] turns engine output into [`WriteBatch`]es. Layouts, exactness of
+//! drill-down, retention and durability are described in `docs/STORAGE.md` and
+//! `docs/HBASE.md`. Touches the engine only through its public output types.
 
 mod batch;
 mod codec;
@@ -16,6 +17,7 @@ mod error;
 pub mod hbase;
 pub mod keybytes;
 pub mod keys;
+mod raw;
 mod retention;
 pub mod row_key;
 mod sink;
@@ -30,6 +32,7 @@ pub use drilldown::{DrillDown, MAX_PAGE_SIZE, RawPage};
 pub use embedded::{EmbeddedStore, StoreCounts};
 pub use error::StoreError;
 pub use keybytes::KeyError;
+pub use raw::RawStore;
 pub use retention::RetentionReport;
 pub use row_key::{LayoutError, RawRowKey, RowKeyLayout};
 pub use sink::WriteBatchSink;

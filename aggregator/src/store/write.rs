@@ -5,7 +5,9 @@
 //! [`RawRowKey`](super::row_key::RawRowKey) (re-writing a record writes identical bytes under
 //! the same key), dead letters, and the listing tables (metrics, dimension values with the
 //! latest window start, clusters per node), each distinct listing entry touched once per
-//! batch. Touches only the tables of `tables.rs` through the transaction it is given.
+//! batch. When raw rows are kept in another store (HBase), only their listing entries are
+//! written ([`RawRows::ListOnly`]). Touches only the tables of `tables.rs` through the
+//! transaction it is given.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,11 +34,25 @@ fn id_ref(id: &RecordId) -> RecordIdRef<'_> {
     RecordIdRef { agent: &id.agent, sequence: id.sequence, index: id.index }
 }
 
+/// What to do with a batch's raw rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RawRows {
+    /// Store them in the `raw` table (and list them).
+    Store,
+    /// Another store keeps them: only list their metrics and node clusters.
+    ListOnly,
+}
+
 /// Writes every item of `batch` in `txn` (not committed here).
-pub(crate) fn apply(txn: &WriteTransaction, layout: &RowKeyLayout, batch: &WriteBatch) -> Result<(), StoreError> {
+pub(crate) fn apply(
+    txn: &WriteTransaction,
+    layout: &RowKeyLayout,
+    batch: &WriteBatch,
+    raw_rows: RawRows,
+) -> Result<(), StoreError> {
     let mut listings = Listings::default();
     apply_aggregates(txn, batch, &mut listings)?;
-    {
+    if raw_rows == RawRows::Store && !batch.raw.is_empty() {
         let mut raw = txn.open_table(RAW)?;
         let mut key = Vec::with_capacity(128);
         for w in &batch.raw {
@@ -44,9 +60,11 @@ pub(crate) fn apply(txn: &WriteTransaction, layout: &RowKeyLayout, batch: &Write
             layout.encode_key(id_ref(&w.id), &w.record, &mut key);
             let value = RawRowValue::encode(w.record.value, &w.record.tags, w.raw.as_deref(), w.watermark);
             raw.insert(key.as_slice(), value.as_slice())?;
-            listings.metrics.insert(&w.record.metric);
-            listings.node_clusters.insert((&w.record.metric, &w.record.node, &w.record.cluster));
         }
+    }
+    for w in &batch.raw {
+        listings.metrics.insert(&w.record.metric);
+        listings.node_clusters.insert((&w.record.metric, &w.record.node, &w.record.cluster));
     }
     {
         let mut dead = txn.open_table(DEAD_LETTERS)?;

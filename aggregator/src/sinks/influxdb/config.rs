@@ -3,8 +3,10 @@
 //! Role: where and how the InfluxDB writer writes — URL (empty = off), API (`v1`: `/write`
 //! for InfluxDB 1.x, 2.x's compatibility API and 3.x; `v2`: `/api/v2/write`), database and
 //! retention policy or org and bucket, the token (environment `MESHMON_INFLUXDB_TOKEN` or a
-//! file, never the command line), batching, timeout, the `instance` tag of self-metrics.
-//! Validation and the write URL. Touches the token file and the environment when asked.
+//! file, never the command line), batching, timeout, whether session retractions are deleted
+//! (v1), how long a stopping aggregator waits for InfluxDB, the `instance` tag of
+//! self-metrics. Validation, the write URL and the v1 query URL (for `DELETE`). Touches the
+//! token file and the environment when asked.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -64,6 +66,15 @@ pub struct InfluxDbSection {
     pub self_every: Duration,
     /// Size at which `influxdb-rejected.lp` is rotated (to `.1`, replacing the older one).
     pub rejected_file_max_bytes: u64,
+    /// v1: delete the point of a retracted session (InfluxQL `DELETE` on `/query`); `false`
+    /// for servers whose v1 API does not run `DELETE` (InfluxDB 2.x/3.x compatibility APIs):
+    /// retractions are then counted as skipped. The v2 API never deletes.
+    pub delete_retractions: bool,
+    /// How long a stopping aggregator waits for InfluxDB to take what is queued (the final
+    /// checkpoint in Kafka mode, then the writer's drain). On expiry nothing more is retried;
+    /// a Kafka-mode final checkpoint is not committed and the process exits non-zero.
+    #[serde(deserialize_with = "duration")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for InfluxDbSection {
@@ -84,6 +95,8 @@ impl Default for InfluxDbSection {
             instance: String::new(),
             self_every: Duration::from_secs(10),
             rejected_file_max_bytes: 64 << 20,
+            delete_retractions: true,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -135,8 +148,8 @@ impl InfluxDbSection {
         if self.queue_max_points < self.batch_max_points {
             return bad("queue_max_points must be >= batch_max_points");
         }
-        if self.flush_every.is_zero() || self.timeout.is_zero() {
-            return bad("flush_every and timeout must be > 0");
+        if self.flush_every.is_zero() || self.timeout.is_zero() || self.shutdown_timeout.is_zero() {
+            return bad("flush_every, timeout and shutdown_timeout must be > 0");
         }
         Ok(())
     }
@@ -155,6 +168,16 @@ impl InfluxDbSection {
             InfluxApi::V2 => {
                 format!("{base}/api/v2/write?org={}&bucket={}&precision=ms", query(&self.org), query(&self.bucket))
             }
+        }
+    }
+
+    /// Where retracted points are deleted: the v1 `/query?db=` URL; `None` with the v2 API or
+    /// `delete_retractions = false`.
+    pub fn delete_url(&self) -> Option<String> {
+        let base = self.url.trim_end_matches('/');
+        match self.api {
+            InfluxApi::V1 if self.delete_retractions => Some(format!("{base}/query?db={}", query(&self.database))),
+            _ => None,
         }
     }
 
@@ -183,8 +206,8 @@ impl InfluxDbSection {
     }
 }
 
-/// Percent-encodes a query parameter value.
-fn query(s: &str) -> String {
+/// Percent-encodes a query parameter (or form field) value.
+pub(super) fn query(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
@@ -208,12 +231,28 @@ mod tests {
         assert_eq!(c.write_url(), "http://h:8086/write?db=my%20db&precision=ms");
         c.retention_policy = "autogen".into();
         assert_eq!(c.write_url(), "http://h:8086/write?db=my%20db&precision=ms&rp=autogen");
+        assert_eq!(c.delete_url().as_deref(), Some("http://h:8086/query?db=my%20db"));
+        c.delete_retractions = false;
+        assert_eq!(c.delete_url(), None);
+        c.delete_retractions = true;
+        c.shutdown_timeout = Duration::ZERO;
+        assert!(c.validate().is_err());
+        c.shutdown_timeout = Duration::from_secs(1);
         c.api = InfluxApi::V2;
         assert!(c.validate().is_err());
         c.org = "o".into();
         c.bucket = "b&c".into();
         assert_eq!(c.write_url(), "http://h:8086/api/v2/write?org=o&bucket=b%26c&precision=ms");
+        assert_eq!(c.delete_url(), None, "the v2 API has no DELETE");
         assert_eq!(c.token(|_| Some(" t \n".into())).unwrap().as_deref(), Some("t"));
         assert!(!InfluxDbSection::default().enabled());
+    }
+
+    #[test]
+    fn stop_and_retraction_settings_parse() {
+        let c: InfluxDbSection = toml::from_str("shutdown_timeout = \"2500ms\"\ndelete_retractions = false").unwrap();
+        assert_eq!((c.shutdown_timeout, c.delete_retractions), (Duration::from_millis(2500), false));
+        let d = InfluxDbSection::default();
+        assert_eq!((d.shutdown_timeout, d.delete_retractions), (Duration::from_secs(30), true));
     }
 }

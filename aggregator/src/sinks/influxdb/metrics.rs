@@ -3,7 +3,8 @@
 //! Role: counters and gauges the writer thread updates, rendered as Prometheus text on the
 //! aggregator's `/metrics` after the pipeline's own (`RuntimeMetrics.influxdb`): points
 //! written, write requests, retries, failed attempts, dead-lettered points, points not
-//! encodable, retractions not written, points queued, last write latency. Touches nothing else.
+//! encodable, retracted points deleted, retractions not written, points given up at
+//! shutdown, points queued, last write latency. Touches nothing else.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -22,9 +23,14 @@ pub struct InfluxMetrics {
     /// Points InfluxDB refused with a 4xx, or that cannot be encoded: logged, counted,
     /// appended to `influxdb-rejected.lp`, never retried.
     pub dead_lettered_points: AtomicU64,
-    /// Session retractions not written (InfluxDB keeps the retracted point).
+    /// Retracted session points deleted (v1: InfluxQL `DELETE` answered without error).
+    pub retractions_deleted: AtomicU64,
+    /// Session retractions not written (v2 API or `delete_retractions = false`: InfluxDB keeps
+    /// the retracted point).
     pub retractions_skipped: AtomicU64,
-    /// Points queued and not yet written.
+    /// Points (and deletions) given up because `shutdown_timeout` expired while stopping.
+    pub given_up_points: AtomicU64,
+    /// Points (and deletions) queued and not yet written.
     pub queued_points: AtomicI64,
     /// Duration of the last successful write request, microseconds.
     pub last_write_micros: AtomicU64,
@@ -53,10 +59,20 @@ impl InfluxMetrics {
             "Points refused (4xx) or not encodable, written to influxdb-rejected.lp.",
             load(&self.dead_lettered_points),
         );
+        counter(
+            "retractions_deleted_total",
+            "Retracted session points deleted (InfluxQL DELETE).",
+            load(&self.retractions_deleted),
+        );
         counter("retractions_skipped_total", "Session retractions not written.", load(&self.retractions_skipped));
+        counter(
+            "given_up_points_total",
+            "Points and deletions given up when shutdown_timeout expired while stopping.",
+            load(&self.given_up_points),
+        );
         let _ = writeln!(
             out,
-            "# HELP meshmon_influxdb_queued_points Points queued for InfluxDB.\n# TYPE meshmon_influxdb_queued_points gauge\nmeshmon_influxdb_queued_points {}",
+            "# HELP meshmon_influxdb_queued_points Points and deletions queued for InfluxDB.\n# TYPE meshmon_influxdb_queued_points gauge\nmeshmon_influxdb_queued_points {}",
             self.queued_points.load(Ordering::Relaxed)
         );
         let _ = writeln!(

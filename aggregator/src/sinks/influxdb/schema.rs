@@ -5,9 +5,11 @@
 //! window spec text); float fields `max`, `min`, `avg`, `last`, `sum` (decimals converted to
 //! the nearest double), integer fields `count`, `revision`, `end_ms`; timestamp = window start
 //! in milliseconds — so a correction is the same series and timestamp and overwrites the point.
-//! Also the `meshmon_self` line of the pipeline's self-metrics. Pure: reads the metrics it is
-//! given, touches nothing else.
+//! A retraction (a session merged away) is the InfluxQL `DELETE` of exactly that point. Also
+//! the `meshmon_self` line of the pipeline's self-metrics. Pure: reads the metrics it is given,
+//! touches nothing else.
 
+use super::influxql::delete_point;
 use super::line_protocol::{LineBuilder, LineError};
 use super::metrics::InfluxMetrics;
 use crate::engine::{Dimension, Nanos, Stats};
@@ -49,6 +51,25 @@ pub fn aggregate_line(change: &AggregateChange) -> Option<Result<String, LineErr
             *revision,
         )),
         AggregateChange::Retract { .. } => None,
+    }
+}
+
+/// The InfluxQL `DELETE` of the point a retraction removes (same tags and timestamp as its
+/// upsert line); `None` for an upsert.
+pub fn retraction_delete(change: &AggregateChange) -> Option<String> {
+    match change {
+        AggregateChange::Upsert { .. } => None,
+        AggregateChange::Retract { series, window_spec, window_start } => {
+            let dimension = dimension_key::encode(&series.dimension);
+            let window = window_spec.to_string();
+            let tags = [
+                ("dimension", dimension.as_str()),
+                ("kind", kind(&series.dimension)),
+                ("metric", &*series.metric),
+                ("window", window.as_str()),
+            ];
+            Some(delete_point(AGGREGATE_MEASUREMENT, &tags, ms(*window_start)))
+        }
     }
 }
 
@@ -144,6 +165,25 @@ mod tests {
             line,
             "meshmon_aggregate,dimension=tag:team\\=a\\ b%2Cc%3Dd,kind=tag,metric=shop.price,window=tumbling:10s \
              avg=1.75,count=2i,end_ms=10000i,last=2.5,max=2.5,min=1.0,revision=2i,sum=3.5 0"
+        );
+        assert_eq!(retraction_delete(&change), None);
+    }
+
+    #[test]
+    fn a_retraction_deletes_the_point_its_upsert_wrote() {
+        let change = AggregateChange::Retract {
+            series: SeriesKey {
+                metric: Arc::from("m'q\\x"),
+                dimension: Dimension::Tag { key: Arc::from("team"), value: Arc::from("it's a,b") },
+            },
+            window_spec: WindowSpec::Session { gap: 10_000_000_000 },
+            window_start: 20_000_999_999,
+        };
+        assert_eq!(aggregate_line(&change), None);
+        assert_eq!(
+            retraction_delete(&change).unwrap(),
+            "DELETE FROM \"meshmon_aggregate\" WHERE \"dimension\" = 'tag:team=it\\'s a%2Cb' AND \"kind\" = 'tag' \
+             AND \"metric\" = 'm\\'q\\\\x' AND \"window\" = 'session:10s' AND time = 20000ms"
         );
     }
 }

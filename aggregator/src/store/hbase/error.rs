@@ -3,7 +3,9 @@
 //! Role: [`HbaseError`] — connection failures, errors the Thrift server reports (`IOError`,
 //! `IllegalArgument`, `AlreadyExists`: the server's message is kept), transport and protocol
 //! failures, malformed responses, corrupt stored rows and bad page tokens (as the embedded
-//! store reports them, [`StoreError`]) and configuration problems. Touches nothing else.
+//! store reports them, [`StoreError`]), a table that is missing or laid out differently,
+//! writes that failed after every retry, and configuration problems; and which of them are
+//! transient (worth a retry). Touches nothing else.
 
 use hbase_thrift::hbase::{AlreadyExists, IOError, IllegalArgument};
 
@@ -57,6 +59,28 @@ pub enum HbaseError {
     /// A setting is out of range.
     #[error("invalid HBase store configuration: {0}")]
     Config(String),
+    /// The raw-record table is missing (and may not be created), lacks the column family, or
+    /// was written with another row-key layout.
+    #[error("HBase table {table}: {why}")]
+    Table {
+        /// The table.
+        table: String,
+        /// What is wrong, and what to do.
+        why: String,
+    },
+    /// A write failed transiently on every attempt.
+    #[error("HBase {op} failed {attempts} times, giving up: {last}")]
+    Exhausted {
+        /// The Thrift1 call.
+        op: &'static str,
+        /// Attempts made.
+        attempts: u32,
+        /// The last failure.
+        last: Box<HbaseError>,
+    },
+    /// The store's actors are gone (shutting down).
+    #[error("HBase store actor unavailable: {0}")]
+    Stopped(String),
 }
 
 impl HbaseError {
@@ -81,6 +105,25 @@ impl HbaseError {
             }
         }
         HbaseError::Thrift { op, source: e }
+    }
+
+    /// True when the failure may pass by itself, so the same call is worth trying again: the
+    /// server could not be reached, the connection broke or timed out, or the server sent an
+    /// `IOError` marked retryable (e.g. a region in transition).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HbaseError::Connect { .. } => true,
+            HbaseError::Thrift { source, .. } => {
+                matches!(source, thrift::Error::Transport(_) | thrift::Error::Protocol(_))
+            }
+            HbaseError::Server { can_retry, .. } => *can_retry,
+            HbaseError::Exhausted { .. }
+            | HbaseError::Malformed { .. }
+            | HbaseError::Store(_)
+            | HbaseError::Config(_)
+            | HbaseError::Table { .. }
+            | HbaseError::Stopped(_) => false,
+        }
     }
 
     /// True when the connection can no longer be trusted (the stream may be mid-message) and
