@@ -17,52 +17,29 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
-use meshmon_aggregator::engine::{Dimension, Nanos, Record, RecordId, Value, Window, WindowSpec};
+use meshmon_aggregator::engine::{Dimension, Nanos, RecordId, Window, WindowSpec};
 use meshmon_aggregator::store::{DrillDown, EmbeddedStore, RawWrite, StoreConfig, WriteBatch};
 
-const SEC: Nanos = 1_000_000_000;
+#[path = "support/drilldown_data.rs"]
+mod data;
+use data::{METRICS, NODES, SEC, raw_rows, record};
+
 /// 2026-01-01T00:00:00Z, a bucket boundary.
 const T0: Nanos = 1_767_225_600 * SEC;
-const NODES: usize = 1_000;
-const CLUSTERS: usize = 10;
-const SECONDS: i64 = 70;
-const METRICS: [&str; 3] = ["cpu", "disk", "mem"];
 const SAMPLES: usize = 50;
 /// Rows written per case of the batch-size sweep.
 const SWEEP_ROWS: usize = 200_000;
-
-fn record(metric: &str, node: usize, t: Nanos) -> Record {
-    Record {
-        metric: metric.to_owned(),
-        value: Value::Decimal(i128::from((node as i64 * 7 + t / SEC) % 10_000) * 1_000_000),
-        time: t,
-        cluster: format!("cluster-{:02}", node % CLUSTERS),
-        node: format!("node-{node:05}"),
-        tags: vec![("env".into(), format!("env-{}", node % 3)), ("region".into(), format!("r{}", node % 5))],
-    }
-}
 
 /// Every row, in event-time order, 1 000 rows per write (one durable transaction each).
 fn load(store: &EmbeddedStore) -> usize {
     let mut total = 0;
     let mut batch = WriteBatch::default();
-    for s in 0..SECONDS {
-        for node in 0..NODES {
-            let agent: std::sync::Arc<str> = format!("agent-{node:05}").into();
-            for (i, m) in METRICS.iter().enumerate() {
-                let t = T0 + s * SEC + (node as i64 % 1_000) * 1_000_000;
-                batch.raw.push(RawWrite {
-                    id: RecordId { agent: agent.clone(), sequence: s as u64 + 1, index: i as u32 },
-                    record: record(m, node, t),
-                    raw: Some(format!("{m} node-{node:05} {t}").into_bytes()),
-                    watermark: t - 5 * SEC,
-                });
-                if batch.raw.len() == 1_000 {
-                    total += batch.raw.len();
-                    store.write(&batch).unwrap_or_else(|e| panic!("write: {e}"));
-                    batch = WriteBatch::default();
-                }
-            }
+    for row in raw_rows(T0) {
+        batch.raw.push(row);
+        if batch.raw.len() == 1_000 {
+            total += batch.raw.len();
+            store.write(&batch).unwrap_or_else(|e| panic!("write: {e}"));
+            batch = WriteBatch::default();
         }
     }
     total += batch.raw.len();

@@ -25,7 +25,7 @@ use std::sync::mpsc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use meshmon_aggregator::config::{AggregatorConfig, StoreKind};
-use meshmon_aggregator::engine::{Dimension, Nanos, Record, RecordId, Value, Window, WindowSpec};
+use meshmon_aggregator::engine::{Dimension, Nanos, Window, WindowSpec};
 use meshmon_aggregator::server;
 use meshmon_aggregator::store::hbase::{HbaseConfig, HbaseRawStore};
 use meshmon_aggregator::store::{DrillDown, EmbeddedStore, RawPage, RawWrite, StoreConfig, WriteBatch};
@@ -34,47 +34,18 @@ use meshmon_proto::v1::{self, DimensionKind};
 use meshmon_proto::{nanos_to_duration, nanos_to_timestamp};
 use meshmon_tests::hbase_thrift::ThriftServer;
 
-const SEC: Nanos = 1_000_000_000;
-const NODES: usize = 1_000;
-const CLUSTERS: usize = 10;
-const SECONDS: i64 = 70;
-const METRICS: [&str; 3] = ["cpu", "disk", "mem"];
-const TABLE: &str = "meshmon_raw_bench";
+#[path = "../benches/support/drilldown_data.rs"]
+mod data;
+use data::{SEC, raw_rows};
 
-fn record(metric: &str, node: usize, t: Nanos) -> Record {
-    Record {
-        metric: metric.to_owned(),
-        value: Value::Decimal(i128::from((node as i64 * 7 + t / SEC) % 10_000) * 1_000_000),
-        time: t,
-        cluster: format!("cluster-{:02}", node % CLUSTERS),
-        node: format!("node-{node:05}"),
-        tags: vec![("env".into(), format!("env-{}", node % 3)), ("region".into(), format!("r{}", node % 5))],
-    }
-}
+const TABLE: &str = "meshmon_raw_bench";
 
 /// Every row from `t0`, in event-time order, in batches of 1 000.
 fn batches(t0: Nanos) -> Vec<Vec<RawWrite>> {
     let mut out = Vec::new();
-    let mut batch = Vec::with_capacity(1_000);
-    for s in 0..SECONDS {
-        for node in 0..NODES {
-            let agent: std::sync::Arc<str> = format!("agent-{node:05}").into();
-            for (i, m) in METRICS.iter().enumerate() {
-                let t = t0 + s * SEC + (node as i64 % 1_000) * 1_000_000;
-                batch.push(RawWrite {
-                    id: RecordId { agent: agent.clone(), sequence: s as u64 + 1, index: i as u32 },
-                    record: record(m, node, t),
-                    raw: Some(format!("{m} node-{node:05} {t}").into_bytes()),
-                    watermark: t - 5 * SEC,
-                });
-                if batch.len() == 1_000 {
-                    out.push(std::mem::take(&mut batch));
-                }
-            }
-        }
-    }
-    if !batch.is_empty() {
-        out.push(batch);
+    let mut rows = raw_rows(t0).peekable();
+    while rows.peek().is_some() {
+        out.push(rows.by_ref().take(1_000).collect());
     }
     out
 }
